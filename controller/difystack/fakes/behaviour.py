@@ -1,0 +1,64 @@
+"""Knobs that let tests and benchmarks model slow or broken servers.
+
+Every fake reads the same environment variables, so a stand-in container is configured
+exactly like a process started by a test:
+
+- ``DIFYSTACK_FAKE_STARTUP_DELAY``: seconds before the port opens (real servers keep the
+  port closed while they start).
+- ``DIFYSTACK_FAKE_READY_DELAY``: seconds after the port opens before the server reports
+  itself ready (Xinference lists no worker yet, LocalAI's ``/readyz`` answers 503...).
+- ``DIFYSTACK_FAKE_LAUNCH_LATENCY``: seconds a model launch / gallery install / plugin
+  install takes.
+- ``DIFYSTACK_FAKE_FAIL``: comma-separated failure injections, ``kind:target`` or ``kind``.
+  Each fake documents the kinds it understands (e.g. ``launch:<model_name>``,
+  ``install:<plugin_id>``, ``apply:<gallery id>``, ``never-ready``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+ENV_STARTUP_DELAY = "DIFYSTACK_FAKE_STARTUP_DELAY"
+ENV_READY_DELAY = "DIFYSTACK_FAKE_READY_DELAY"
+ENV_LAUNCH_LATENCY = "DIFYSTACK_FAKE_LAUNCH_LATENCY"
+ENV_FAIL = "DIFYSTACK_FAKE_FAIL"
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    startup_delay: float = 0.0
+    ready_delay: float = 0.0
+    launch_latency: float = 0.0
+    failures: frozenset[str] = field(default_factory=frozenset)
+
+    def fails(self, kind: str, target: str | None = None) -> bool:
+        """True when the failure ``kind`` (optionally for ``target``) was injected."""
+        if kind in self.failures:
+            return True
+        return target is not None and f"{kind}:{target}" in self.failures
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Behaviour:
+        env = os.environ if env is None else env
+        failures = frozenset(item.strip() for item in env.get(ENV_FAIL, "").split(",") if item.strip())
+        return cls(
+            startup_delay=_seconds(env, ENV_STARTUP_DELAY),
+            ready_delay=_seconds(env, ENV_READY_DELAY),
+            launch_latency=_seconds(env, ENV_LAUNCH_LATENCY),
+            failures=failures,
+        )
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {raw!r}")
+    return value

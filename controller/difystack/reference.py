@@ -1,0 +1,39 @@
+"""The reference stacks committed under ``compose/``: rendered with placeholder secrets.
+
+Each ``compose/<name>/difystack.yaml`` is the input; every other file in that directory is
+the exact output of the templates, so a reader can see what difystack runs without running
+anything. ``scripts/update-reference-stacks`` rewrites them; a test fails when they drift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from difystack.config_loader import load_config
+from difystack.render import MANIFEST, RenderedFile, render_project
+from difystack.secrets_store import PLACEHOLDERS
+
+INPUT_FILE = "difystack.yaml"
+
+
+def reference_root(repo_root: Path) -> Path:
+    return repo_root / "compose"
+
+
+def reference_dirs(repo_root: Path) -> list[Path]:
+    return sorted(p.parent for p in reference_root(repo_root).glob(f"*/{INPUT_FILE}"))
+
+
+def render_reference(directory: Path) -> list[RenderedFile]:
+    # No environment layer and no GPU detection: the output must not depend on the machine.
+    config = load_config(directory / INPUT_FILE, env={})
+    gpu = config.gpu == "nvidia"
+    return render_project(config, PLACEHOLDERS, gpu=gpu, config_dir=directory)
+
+
+def committed_files(directory: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(directory)): path.read_text(encoding="utf-8")
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name not in (INPUT_FILE, MANIFEST)
+    }

@@ -1,0 +1,82 @@
+"""One stack as the CLI sees it: its configuration, state directory, secrets and project."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from difystack.config_loader import DEFAULT_STACK_FILE, load_config
+from difystack.config_model import StackConfig
+from difystack.gpu import nvidia_gpu_present, use_gpu
+from difystack.paths import StackPaths
+from difystack.render import render_project, write_project
+from difystack.secrets_store import PLACEHOLDERS, SecretsStore
+
+CONFIG_ENV = "DIFYSTACK_CONFIG"
+
+
+def find_stack_file(explicit: Path | None, env: Mapping[str, str], cwd: Path) -> Path | None:
+    """--config, else $DIFYSTACK_CONFIG, else ./difystack.yaml if present, else none."""
+    if explicit is not None:
+        return explicit
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    candidate = cwd / DEFAULT_STACK_FILE
+    return candidate if candidate.exists() else None
+
+
+@dataclass
+class Stack:
+    config: StackConfig
+    stack_file: Path | None
+    paths: StackPaths
+    config_dir: Path
+    detect_gpu: Callable[[], bool] = field(default=nvidia_gpu_present)
+
+    @classmethod
+    def load(
+        cls,
+        config_file: Path | None = None,
+        assignments: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Stack:
+        env = dict(os.environ if env is None else env)
+        cwd = cwd or Path.cwd()
+        stack_file = find_stack_file(config_file, env, cwd)
+        config = load_config(stack_file, env, assignments)
+        config_dir = stack_file.resolve().parent if stack_file else cwd
+        return cls(config, stack_file, StackPaths.for_stack(config.name, env), config_dir)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def gpu(self) -> bool:
+        return use_gpu(self.config, self.detect_gpu)
+
+    @property
+    def secrets_store(self) -> SecretsStore:
+        return SecretsStore(self.paths.secrets)
+
+    def secrets(self) -> dict[str, str]:
+        self.paths.ensure_root()
+        return self.secrets_store.ensure()
+
+    def render(self, out_dir: Path | None = None, *, placeholder_secrets: bool = False) -> Path:
+        """Validate, render and write the compose project; returns its directory.
+
+        Everything is rendered in memory first: invalid input leaves no file behind, not
+        even a freshly generated secrets file.
+        """
+        out_dir = out_dir or self.paths.project
+        secrets = dict(PLACEHOLDERS) if placeholder_secrets else self.secrets_store.completed()
+        files = render_project(self.config, secrets, gpu=self.gpu, config_dir=self.config_dir)
+        if not placeholder_secrets:
+            self.paths.ensure_root()
+            self.secrets_store.save(secrets)
+        write_project(files, out_dir)
+        return out_dir
