@@ -72,6 +72,117 @@ def render(
     console.out.print(f"Run it with: docker compose --project-directory {escape(str(project))} up -d")
 
 
+@cli.command()
+@stack_options
+@click.option(
+    "--timeout",
+    type=float,
+    default=1800.0,
+    show_default=True,
+    help="Give up on a service after this many seconds.",
+)
+@click.option(
+    "--stall-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Give up on a service whose state has not changed for this many seconds.",
+)
+def up(config_file: Path | None, assignments: tuple[str, ...], timeout: float, stall_timeout: float) -> None:
+    """Render, start and wait for the whole stack (re-running converges, nothing is lost)."""
+    from difystack.lifecycle import Lifecycle
+    from difystack.readiness import Timeouts
+
+    stack = load_stack(config_file, assignments)
+    lifecycle = Lifecycle(stack, console.out, console.err)
+    result = lifecycle.up(Timeouts(total=timeout, stall=min(stall_timeout, timeout)))
+    lifecycle.print_summary(result)
+
+
+@cli.command()
+@stack_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_file: Path | None, assignments: tuple[str, ...], as_json: bool) -> None:
+    """Show every service's container state and health."""
+    import json
+
+    from rich.table import Table
+
+    from difystack.lifecycle import Lifecycle
+
+    report = Lifecycle(load_stack(config_file, assignments), console.out, console.err).status()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"stack {report['stack']}", title_justify="left")
+    for column in ("service", "state", "health", "ports"):
+        table.add_column(column)
+    for service in report["services"]:
+        style = "green" if service["ready"] else "red"
+        table.add_row(
+            service["service"],
+            f"[{style}]{service['state']}[/]",
+            service["health"] or "-",
+            ", ".join(service["ports"]) or "-",
+        )
+    console.out.print(table)
+    if not report["services"]:
+        console.out.print("no containers (run `difystack up`)")
+
+
+@cli.command()
+@stack_options
+@click.argument("service", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
+@click.option("--tail", type=int, default=None, help="Only the last N lines of each service.")
+def logs(
+    config_file: Path | None,
+    assignments: tuple[str, ...],
+    service: str | None,
+    follow: bool,
+    tail: int | None,
+) -> None:
+    """Show the logs of one service, or of all of them."""
+    from difystack.compose_runtime import ComposeProject
+
+    stack = load_stack(config_file, assignments)
+    project = ComposeProject(stack.paths.project, stack.name)
+    project.require_rendered()
+    if service is not None and service not in project.services():
+        raise DifystackError(f"no service named {service!r}; known: {', '.join(project.services())}")
+    for chunk in project.stream_logs(service, follow=follow, tail=tail):
+        click.echo(chunk, nl=False)
+
+
+@cli.command()
+@stack_options
+@click.option(
+    "-v", "--volumes", is_flag=True, help="Also delete the data volumes (Dify database, models...)."
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before deleting volumes.")
+def down(config_file: Path | None, assignments: tuple[str, ...], volumes: bool, yes: bool) -> None:
+    """Stop and remove the containers; data volumes are kept unless --volumes."""
+    from difystack.lifecycle import Lifecycle
+
+    stack = load_stack(config_file, assignments)
+    lifecycle = Lifecycle(stack, console.out, console.err)
+    if volumes and not yes:
+        lifecycle.project.require_rendered()
+        doomed = lifecycle.project.volumes()
+        listing = ", ".join(doomed) or "none"
+        if not sys.stdin.isatty():
+            raise DifystackError(
+                f"--volumes deletes data ({listing}) and needs confirmation", hint="add --yes to confirm"
+            )
+        click.confirm(f"Delete the volumes of stack {stack.name} ({listing})? This destroys data", abort=True)
+    removed = lifecycle.down(volumes=volumes)
+    console.out.print(f"Stack {escape(stack.name)} is down.")
+    if volumes:
+        console.out.print(f"Deleted volumes: {escape(', '.join(removed) or 'none')}")
+    else:
+        console.out.print("Volumes kept (Dify database, models); `difystack up` brings everything back.")
+
+
 @cli.group()
 def secrets() -> None:
     """The stack's generated secrets (admin password, keys)."""
@@ -107,6 +218,38 @@ def show_config(config_file: Path | None, assignments: tuple[str, ...]) -> None:
     source = str(stack.stack_file) if stack.stack_file else "built-in defaults"
     click.echo(f"# stack file: {source}")
     click.echo(yaml.safe_dump(stack.config.model_dump(mode="json", by_alias=True), sort_keys=False))
+
+
+@cli.group()
+def standins() -> None:
+    """Locally built images that stand in for images that cannot be pulled (tests, CI, offline)."""
+
+
+@standins.command("build")
+@click.option(
+    "--base-image",
+    default=None,
+    metavar="IMAGE",
+    help="Image with python3 to build FROM (default: python:3.11-slim, or $DIFYSTACK_STANDIN_BASE).",
+)
+@click.option(
+    "--infra",
+    is_flag=True,
+    help="Also build PostgreSQL/Redis/nginx/squid/busybox stand-ins (needs the offline base image).",
+)
+@click.option("--force", is_flag=True, help="Rebuild even when the images are up to date.")
+def standins_build(base_image: str | None, infra: bool, force: bool) -> None:
+    """Build the stand-in images and print the `images:` section that uses them."""
+    import os
+
+    import yaml
+
+    from difystack.standins import DEFAULT_BASE_IMAGE, StandinBuilder, describe
+
+    base = base_image or os.environ.get("DIFYSTACK_STANDIN_BASE") or DEFAULT_BASE_IMAGE
+    builder = StandinBuilder(progress=lambda message: console.err.print(f"  {escape(message)}"))
+    overrides = builder.build(base, infra=infra, force=force)
+    click.echo(yaml.safe_dump(describe(overrides), sort_keys=False), nl=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     print(f"fake {args.role}: listening on {args.host}:{port}", flush=True)
-    uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=True)
     return 0
 
 

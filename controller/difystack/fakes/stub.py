@@ -1,0 +1,34 @@
+"""A minimal stand-in for services difystack only needs to be alive (web UI, sandbox, weaviate).
+
+It answers the paths listed in ``DIFYSTACK_STUB_PATHS`` (comma-separated) with 200 and a small
+body, and everything else with 404, so a wrong healthcheck path fails as it would for real.
+``DIFYSTACK_STUB_NAME`` names the service in the bodies and the request journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from difystack.fakes.behaviour import Behaviour
+from difystack.fakes.common import JournalMiddleware, RequestJournal
+
+
+def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
+    name = env.get("DIFYSTACK_STUB_NAME", "stub")
+    paths = [p.strip() for p in env.get("DIFYSTACK_STUB_PATHS", "/health").split(",") if p.strip()]
+    journal = RequestJournal()
+
+    async def answer(request: Request) -> Response:
+        if behaviour.fails("never-ready"):
+            return JSONResponse({"status": "starting", "service": name}, status_code=503)
+        return JSONResponse({"status": "ok", "service": name, "path": request.url.path})
+
+    routes = [*journal.routes(), *(Route(path, answer, methods=["GET", "HEAD"]) for path in paths)]
+    app = Starlette(routes=routes)
+    app.add_middleware(JournalMiddleware, journal=journal)
+    return app
