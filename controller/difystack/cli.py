@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except KeyboardInterrupt:
-        console.err.print("Interrupted.")
+        console.error("interrupted; nothing is lost", "run the same command again to continue")
         return 130
     return 0
 

@@ -23,3 +23,9 @@ class EngineError(DifystackError):
     """The Docker engine or the Compose plugin is missing or unreachable."""
 
     exit_code = 3
+
+
+class Interrupted(DifystackError):
+    """Ctrl-C: stop cleanly; the next run picks up where this one stopped."""
+
+    exit_code = 130

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from difystack.compose_runtime import ComposeProject, ServiceState
 from difystack.endpoints import stack_endpoints
-from difystack.errors import DifystackError
+from difystack.errors import DifystackError, Interrupted
 from difystack.preflight import published_ports_of, run_preflight
 from difystack.progress import PhaseTimer, WaitView
 from difystack.readiness import Timeouts, container_targets, endpoint_targets
@@ -77,7 +77,7 @@ class Lifecycle:
                 results = group.run()
         except KeyboardInterrupt:
             group.cancel()
-            raise DifystackError(
+            raise Interrupted(
                 "interrupted while waiting; the containers keep running",
                 hint="run `difystack up` again to continue, or `difystack down` to stop",
             ) from None
