@@ -1,0 +1,155 @@
+"""The concurrency pieces: task graph ordering/limits/failure propagation and wait strategies."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from difystack.compose_runtime import ServiceState
+from difystack.taskgraph import DependencyFailed, TaskGraph
+from difystack.waits import ContainerWait, Probe, WaitGroup, WaitStrategy, WaitTarget
+
+
+def test_tasks_run_after_their_dependencies() -> None:
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def record(name: str) -> None:
+        with lock:
+            order.append(name)
+
+    graph = TaskGraph()
+    graph.add("register", lambda: record("register"), after=["deploy", "plugins"])
+    graph.add("deploy", lambda: record("deploy"))
+    graph.add("plugins", lambda: record("plugins"))
+    results = graph.run()
+    assert all(exc is None for exc in results.values())
+    assert order.index("register") > order.index("deploy")
+    assert order.index("register") > order.index("plugins")
+
+
+def test_failure_skips_dependants_only() -> None:
+    graph = TaskGraph()
+
+    def boom() -> None:
+        raise RuntimeError("launch failed")
+
+    graph.add("localai", boom)
+    graph.add("register-localai", lambda: None, after=["localai"])
+    graph.add("xinference", lambda: "ok")
+    graph.add("register-xinference", lambda: None, after=["xinference"])
+    results = graph.run()
+    assert isinstance(results["localai"], RuntimeError)
+    assert isinstance(results["register-localai"], DependencyFailed)
+    assert results["register-localai"].dependency == "localai"
+    assert results["xinference"] is None and results["register-xinference"] is None
+
+
+def test_group_limit_caps_concurrency() -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def work() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        release.wait(0.05)
+        with lock:
+            running -= 1
+
+    graph = TaskGraph(limits={"launch": 2})
+    for index in range(6):
+        graph.add(f"m{index}", work, group="launch")
+    graph.run()
+    assert peak == 2
+
+
+def test_cycles_and_unknown_dependencies_are_refused() -> None:
+    graph = TaskGraph()
+    graph.add("a", lambda: None, after=["b"])
+    graph.add("b", lambda: None, after=["a"])
+    with pytest.raises(ValueError, match="cycle"):
+        graph.run()
+    other = TaskGraph()
+    other.add("a", lambda: None, after=["nope"])
+    with pytest.raises(ValueError, match="unknown"):
+        other.run()
+
+
+def state(**kwargs: object) -> ServiceState:
+    values: dict[str, object] = {
+        "service": "api",
+        "container": "c",
+        "state": "running",
+        "health": "healthy",
+        "exit_code": 0,
+        "restarts": 0,
+        "ports": [],
+    }
+    values.update(kwargs)
+    return ServiceState(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "one_shot", "ready", "failed"),
+    [
+        ({}, False, True, False),
+        ({"health": "starting"}, False, False, False),
+        ({"health": "unhealthy"}, False, False, True),
+        ({"state": "exited", "exit_code": 1, "health": None}, False, False, True),
+        ({"state": "restarting", "restarts": 5, "health": None}, False, False, True),
+        ({"state": "exited", "exit_code": 0, "health": None}, True, True, False),
+        ({"state": "exited", "exit_code": 2, "health": None}, True, False, True),
+        ({"state": "running", "health": None}, True, False, False),
+    ],
+)
+def test_container_wait_classifies_states(
+    kwargs: dict[str, object], one_shot: bool, ready: bool, failed: bool
+) -> None:
+    probe = ContainerWait("api", lambda: {"api": state(**kwargs)}, one_shot=one_shot).probe()
+    assert (probe.ready, probe.failed) == (ready, failed)
+
+
+class Scripted(WaitStrategy):
+    def __init__(self, probes: list[Probe]) -> None:
+        self.probes = probes
+
+    def probe(self) -> Probe:
+        return self.probes.pop(0) if len(self.probes) > 1 else self.probes[0]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_stall_detection_gives_up_when_nothing_changes() -> None:
+    target = WaitTarget(
+        "xinference", Scripted([Probe(False, "loading")]), timeout=1000, stall_timeout=5, poll_interval=0
+    )
+    statuses = WaitGroup([target], clock=FakeClock()).run()
+    assert statuses["xinference"].state == "stalled"
+    assert "unchanged for 5s" in statuses["xinference"].detail
+
+
+def test_progress_resets_the_stall_clock_but_not_the_total_timeout() -> None:
+    probes = [Probe(False, f"{pct}%") for pct in range(100)]
+    target = WaitTarget("download", Scripted(probes), timeout=30, stall_timeout=5, poll_interval=0)
+    statuses = WaitGroup([target], clock=FakeClock()).run()
+    assert statuses["download"].state == "timeout"
+
+
+def test_one_failure_cancels_the_others() -> None:
+    failing = WaitTarget("api", Scripted([Probe(False, "exited (code 1)", failed=True)]), poll_interval=0)
+    waiting = WaitTarget("web", Scripted([Probe(False, "starting")]), poll_interval=0.01)
+    statuses = WaitGroup([failing, waiting]).run()
+    assert statuses["api"].state == "failed"
+    assert statuses["web"].state == "cancelled"
