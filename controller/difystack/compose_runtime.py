@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from python_on_whales import ClientNotFoundError, DockerClient
 from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import run
 
 from difystack.errors import DifystackError, EngineError
 from difystack.render import COMPOSE_FILE, ENV_FILE
@@ -51,6 +55,25 @@ def engine_error(exc: Exception) -> EngineError:
     )
 
 
+def _service_state(item: dict[str, Any]) -> ServiceState:
+    state = item.get("State") or {}
+    labels = (item.get("Config") or {}).get("Labels") or {}
+    health = (state.get("Health") or {}).get("Status")
+    ports = []
+    for target, bindings in ((item.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        for binding in bindings or []:
+            ports.append(f"{binding.get('HostIp', '')}:{binding.get('HostPort', '')}->{target}")
+    return ServiceState(
+        service=labels.get("com.docker.compose.service", str(item.get("Name", "")).lstrip("/")),
+        container=str(item.get("Name", "")).lstrip("/"),
+        state=str(state.get("Status", "unknown")),
+        health=str(health) if health else None,
+        exit_code=state.get("ExitCode"),
+        restarts=int(item.get("RestartCount") or 0),
+        ports=sorted(ports),
+    )
+
+
 class ComposeProject:
     def __init__(self, project_dir: Path, name: str, docker: DockerClient | None = None) -> None:
         self.project_dir = project_dir
@@ -86,30 +109,52 @@ class ComposeProject:
             raise DifystackError(f"docker compose up failed: {docker_error_text(exc)}") from None
 
     def states(self) -> list[ServiceState]:
+        """Every container of the project, from one `compose ps` and one batched `inspect`."""
         try:
-            containers = self.docker.compose.ps(all=True)
+            ids = [
+                line
+                for line in self._run(["compose", *self._compose_args(), "ps", "-a", "-q"]).split()
+                if line
+            ]
+            if not ids:
+                return []
+            inspected = json.loads(self._run(["container", "inspect", *ids]))
         except DockerException as exc:
             raise engine_error(exc) from None
-        states = []
-        for container in containers:
-            labels = container.config.labels or {}
-            health = container.state.health.status if container.state.health else None
-            ports = []
-            for target, bindings in (container.network_settings.ports or {}).items():
-                for binding in bindings or []:
-                    ports.append(f"{binding.get('HostIp', '')}:{binding.get('HostPort', '')}->{target}")
-            states.append(
-                ServiceState(
-                    service=labels.get("com.docker.compose.service", container.name),
-                    container=container.name,
-                    state=str(container.state.status),
-                    health=str(health) if health else None,
-                    exit_code=container.state.exit_code,
-                    restarts=int(container.restart_count or 0),
-                    ports=sorted(ports),
-                )
-            )
-        return sorted(states, key=lambda s: s.service)
+        return sorted((_service_state(item) for item in inspected), key=lambda s: s.service)
+
+    def service_kinds(self) -> dict[str, bool]:
+        """Service name -> whether it is a one-shot job (restart: "no"), from the rendered file."""
+        data = yaml.safe_load((self.project_dir / COMPOSE_FILE).read_text(encoding="utf-8")) or {}
+        return {
+            name: str((service or {}).get("restart", "")) == "no"
+            for name, service in (data.get("services") or {}).items()
+        }
+
+    def fingerprint(self) -> str:
+        """A hash of every rendered file: equal fingerprints mean `compose up` has nothing to do."""
+        digest = hashlib.sha256()
+        for path in sorted(p for p in self.project_dir.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(self.project_dir)).encode())
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    def _compose_args(self) -> list[str]:
+        args = [
+            "--project-directory",
+            str(self.project_dir),
+            "-p",
+            self.name,
+            "-f",
+            str(self.project_dir / COMPOSE_FILE),
+        ]
+        env_file = self.project_dir / ENV_FILE
+        if env_file.exists():
+            args += ["--env-file", str(env_file)]
+        return args
+
+    def _run(self, args: list[str]) -> str:
+        return str(run([*self.docker.client_config.docker_cmd, *args]))
 
     def logs(self, service: str | None = None, tail: int | None = 200) -> str:
         try:

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from difystack.clients.http import CallJournal
 from difystack.compose_runtime import ComposeProject, ServiceState
 from difystack.endpoints import stack_endpoints
 from difystack.errors import DifystackError, Interrupted
 from difystack.preflight import published_ports_of, run_preflight
 from difystack.progress import PhaseTimer, WaitView
-from difystack.readiness import Timeouts, container_targets, endpoint_targets
+from difystack.readiness import (
+    DIFY_ENDPOINT,
+    LOCALAI_ENDPOINT,
+    XINFERENCE_ENDPOINT,
+    Timeouts,
+    container_targets,
+    endpoint_targets,
+)
+from difystack.reconcile.converge import DIFY_READY, LOCALAI_READY, XINFERENCE_READY, ConvergeResult, Gate
+from difystack.reconcile.wiring import StateFile, build_converger
 from difystack.stack import Stack
 from difystack.waits import CachedStates, WaitGroup, WaitStatus
+
+# Which waits must be ready before each converge branch may start.
+GATE_REQUIREMENTS = {
+    XINFERENCE_READY: {XINFERENCE_ENDPOINT},
+    LOCALAI_READY: {LOCALAI_ENDPOINT},
+    DIFY_READY: {DIFY_ENDPOINT, "api", "plugin_daemon"},
+}
 
 LOG_LINES_ON_FAILURE = 25
 HINTS = {
@@ -32,6 +51,54 @@ class UpResult:
     project: ComposeProject
     timer: PhaseTimer
     statuses: dict[str, WaitStatus]
+    converge: ConvergeResult | None = None
+    journal: CallJournal = field(default_factory=CallJournal)
+
+
+class GateKeeper:
+    """Opens a converge gate once every wait it depends on is ready; fails it otherwise."""
+
+    def __init__(self, gates: dict[str, Gate], known: set[str]) -> None:
+        self.gates = gates
+        self.needs = {name: GATE_REQUIREMENTS[name] & known for name in gates}
+        self.ready: set[str] = set()
+        self._lock = threading.Lock()
+        for name, needed in self.needs.items():
+            if not needed:
+                gates[name].open()
+
+    def observe(self, status: WaitStatus) -> None:
+        with self._lock:
+            for name, needed in self.needs.items():
+                if status.name not in needed:
+                    continue
+                if status.state == "ready":
+                    self.ready.add(status.name)
+                    if needed <= self.ready:
+                        self.gates[name].open()
+                elif status.done:
+                    self.gates[name].fail(f"{status.name} is not ready ({status.state}: {status.detail})")
+
+    def fail_all(self, reason: str) -> None:
+        for gate in self.gates.values():
+            gate.fail(reason)
+
+
+class StepRows:
+    """Shows converge steps as rows of the same live view as the waits."""
+
+    def __init__(self, view: WaitView) -> None:
+        self.view = view
+        self.rows: dict[str, WaitStatus] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, state: str, detail: str) -> None:
+        with self._lock:
+            status = self.rows.setdefault(name, WaitStatus(name))
+            status.state = state
+            status.detail = detail
+            status.finished = None if state == "waiting" else time.monotonic()
+        self.view.update(status)
 
 
 class Lifecycle:
@@ -52,46 +119,131 @@ class Lifecycle:
             f"[bold]Stack {escape(self.stack.name)}[/]: project in {escape(str(self.project.project_dir))}"
         )
         with timer.phase("preflight"):
-            own_ports = published_ports_of(self._states_if_any())
-            report = run_preflight(self.stack.config, self.project.docker, own_ports)
+            current = self._states_if_any()
+            report = run_preflight(self.stack.config, self.project.docker, published_ports_of(current))
             self.out.print(f"  Docker engine {report.engine_version}, Compose {report.compose_version}")
             for warning in report.warnings:
                 self.err.print(f"[yellow]Warning:[/] {escape(warning)}")
         with timer.phase("start"):
-            self.out.print("  docker compose up -d (pulls missing images; this can take a while)")
-            self.project.up()
-        with timer.phase("wait"):
-            statuses = self.wait_ready(timeouts)
-        return UpResult(self.project, timer, statuses)
+            fingerprint = self.project.fingerprint()
+            seed: list[ServiceState] | None = None
+            if self._unchanged_and_running(fingerprint, current):
+                self.out.print("  containers are up to date (nothing changed since the last `up`)")
+                seed = current
+            else:
+                self.out.print("  docker compose up -d (pulls missing images; this can take a while)")
+                self.project.up()
+        with timer.phase("ready + models"):
+            statuses, result, journal = self.wait_and_converge(timeouts, seed)
+        self._remember_started(fingerprint)
+        return UpResult(self.project, timer, statuses, result, journal)
 
-    def wait_ready(self, timeouts: Timeouts) -> dict[str, WaitStatus]:
-        states = CachedStates(self.project.states)
+    def _unchanged_and_running(self, fingerprint: str, states: list[ServiceState]) -> bool:
+        if StateFile(self.stack.paths.state).read().get("project_fingerprint") != fingerprint:
+            return False
+        by_service = {state.service: state for state in states}
+        for service, one_shot in self.project.service_kinds().items():
+            state = by_service.get(service)
+            if state is None:
+                return False
+            if one_shot and (state.state, state.exit_code) != ("exited", 0):
+                return False
+            if not one_shot and state.state != "running":
+                return False
+        return True
+
+    def _remember_started(self, fingerprint: str) -> None:
+        state = StateFile(self.stack.paths.state)
+        data = state.read()
+        data["project_fingerprint"] = fingerprint
+        state.write(data)
+
+    def wait_and_converge(
+        self, timeouts: Timeouts, seed: list[ServiceState] | None = None
+    ) -> tuple[dict[str, WaitStatus], ConvergeResult, CallJournal]:
+        """Wait for every service and converge the models at once, in one live view.
+
+        Each converge branch starts as soon as its server is ready (Xinference models deploy
+        while Dify is still migrating its database).
+        """
+        states = CachedStates(self.project.states, seed=seed)
         services = self._services_with_kind()
         targets = container_targets(services, states, timeouts) + endpoint_targets(
             self.stack.config, timeouts
         )
-        view = WaitView(self.out, "Waiting for every service and endpoint")
-        group = WaitGroup(targets, on_update=view.update)
+        view = WaitView(self.out, "Waiting for services and converging models")
+        gates = {name: Gate(name) for name in GATE_REQUIREMENTS}
+        keeper = GateKeeper(gates, {t.name for t in targets})
+
+        def on_wait_update(status: WaitStatus) -> None:
+            view.update(status)
+            keeper.observe(status)
+
+        group = WaitGroup(targets, on_update=on_wait_update)
+        journal = CallJournal()
+        converger, save_state = build_converger(
+            self.stack.config,
+            stack_endpoints(self.stack.config),
+            self.stack.secrets_store,
+            self.stack.paths.root,
+            self.stack.config_dir,
+            gates=gates,
+            report=StepRows(view),
+            on_interrupt=lambda: (group.cancel(), keeper.fail_all("interrupted")),
+            journal=journal,
+            xinference_logs=lambda: self.project.logs("xinference", tail=2000),
+            timeout=timeouts.total,
+            stall_timeout=timeouts.stall,
+        )
+        wait_results: dict[str, WaitStatus] = {}
+        wait_error: list[BaseException] = []
+
+        def wait_all() -> None:
+            try:
+                wait_results.update(group.run())
+            except BaseException as exc:  # surfaced after the converge has stopped
+                wait_error.append(exc)
+            finally:
+                keeper.fail_all("the wait for the services stopped")
+
+        waiter = threading.Thread(target=wait_all, name="waits", daemon=True)
         try:
             with view.live():
-                results = group.run()
+                waiter.start()
+                result = converger.run()
+                waiter.join()
         except KeyboardInterrupt:
             group.cancel()
             raise Interrupted(
-                "interrupted while waiting; the containers keep running",
+                "interrupted; the containers keep running and nothing done so far is lost",
                 hint="run `difystack up` again to continue, or `difystack down` to stop",
             ) from None
-        failed = [s for s in results.values() if not s.ok and s.state != "cancelled"]
+        finally:
+            save_state()
+        if wait_error:
+            raise wait_error[0]
+        failed = [s for s in wait_results.values() if not s.ok and s.state != "cancelled"]
         if failed:
             self._report_failure(failed, states())
-        return results
+        if not result.ok:
+            self._report_converge_failures(result)
+        return wait_results, result, journal
+
+    def _report_converge_failures(self, result: ConvergeResult) -> None:
+        for failure in result.failures:
+            self.err.print(
+                f"\n[bold red]{escape(failure.step)}[/] failed: {escape(failure.message)}", soft_wrap=True
+            )
+            if failure.hint:
+                self.err.print(f"  hint: {escape(failure.hint)}", soft_wrap=True)
+        steps = ", ".join(f.step for f in result.failures)
+        raise DifystackError(
+            f"could not converge: {steps}",
+            hint="fix the cause and run `difystack up` again; finished steps are not redone",
+        )
 
     def _services_with_kind(self) -> dict[str, bool]:
-        config = self.project.docker.compose.config(return_json=True)
-        return {
-            name: str(service.get("restart", "")) == "no"
-            for name, service in config.get("services", {}).items()
-        }
+        return self.project.service_kinds()
 
     def _states_if_any(self) -> list[ServiceState]:
         try:
@@ -136,6 +288,14 @@ class Lifecycle:
         for label, server in (("Xinference", endpoints.xinference), ("LocalAI", endpoints.localai)):
             if server:
                 self.out.print(f"  {label:<11} {server.from_host}  (Dify uses {server.from_dify})")
+        if result.converge is not None:
+            done = result.converge.actions
+            if done:
+                self.out.print(f"  changes     {len(done)}:")
+                for action in done:
+                    self.out.print(f"              {escape(str(action))}")
+            else:
+                self.out.print("  changes     none (everything was already in place)")
         self.out.print(f"  timings     {result.timer.summary()}")
 
     def status(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from python_on_whales import DockerClient
@@ -53,14 +54,17 @@ def suggest_free_port(address: str, start: int, taken: set[int], probe: PortProb
 
 def check_engine(docker: DockerClient) -> tuple[str, str, str | None]:
     """(engine version, compose version, docker root dir); raises EngineError."""
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two independent CLI round trips
+        info_call = pool.submit(docker.system.info)
+        compose_call = pool.submit(docker.compose.version)
     try:
-        info = docker.system.info()
+        info = info_call.result()
     except DockerException as exc:
         raise engine_error(exc) from None
     except Exception as exc:  # the docker CLI itself missing
         raise engine_error(exc) from None
     try:
-        compose = str(docker.compose.version()).strip()
+        compose = str(compose_call.result()).strip()
     except DockerException:
         raise EngineError(
             "Docker Compose v2 (`docker compose`) is not available",

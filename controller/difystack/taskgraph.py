@@ -34,6 +34,8 @@ class Task:
 class TaskGraph:
     limits: dict[str, int] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
+    # Called when run() is interrupted (Ctrl-C): must unblock tasks waiting on outside events.
+    on_interrupt: Callable[[], None] | None = None
 
     def add(
         self, name: str, run: Callable[[], Any], after: Iterable[str] = (), group: str | None = None
@@ -55,12 +57,18 @@ class TaskGraph:
         semaphores = {group: threading.Semaphore(limit) for group, limit in self.limits.items()}
         futures: dict[str, Future[Any]] = {}
         results: dict[str, BaseException | None] = {}
-        with ThreadPoolExecutor(max_workers=max(1, len(self.tasks)), thread_name_prefix="task") as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, len(self.tasks)), thread_name_prefix="task")
+        try:
             for name in self._ordered():
                 futures[name] = pool.submit(self._run_one, self.tasks[name], futures, semaphores)
             for name, future in futures.items():
-                exc = future.exception()
-                results[name] = exc
+                results[name] = future.exception()
+        except BaseException:
+            if self.on_interrupt is not None:
+                self.on_interrupt()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return results
 
     def _run_one(

@@ -234,12 +234,18 @@ class WaitGroup:
 class CachedStates:
     """One ``compose ps`` shared by all container waits, refreshed at most every ``ttl`` s."""
 
-    def __init__(self, fetch: Callable[[], list[ServiceState]], ttl: float = 1.0) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[], list[ServiceState]],
+        ttl: float = 1.0,
+        seed: list[ServiceState] | None = None,
+    ) -> None:
         self.fetch = fetch
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._at = float("-inf")
-        self._states: dict[str, ServiceState] = {}
+        # A fresh snapshot taken just before (by the preflight) saves one round trip.
+        self._at = time.monotonic() if seed else float("-inf")
+        self._states: dict[str, ServiceState] = {s.service: s for s in seed or []}
 
     def __call__(self) -> dict[str, ServiceState]:
         with self._lock:

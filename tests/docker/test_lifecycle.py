@@ -155,7 +155,7 @@ def test_ctrl_c_during_up_stops_cleanly_and_next_up_continues(make_stack) -> Non
     deadline = time.monotonic() + 240
     for line in process.stdout:
         seen.append(line)
-        if "Waiting for every service" in line or time.monotonic() > deadline:
+        if "Waiting for services" in line or time.monotonic() > deadline:
             break
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=120)

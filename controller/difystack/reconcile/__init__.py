@@ -1,0 +1,1 @@
+"""Converging a running stack's models onto its configuration (deploy, verify, register)."""

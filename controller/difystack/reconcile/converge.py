@@ -1,0 +1,389 @@
+"""Converge a stack's models: one concurrent task graph over Xinference, LocalAI and Dify.
+
+    xinference ready --> model A launch/verify --\\
+                     --> model B launch/verify ---+--> register A, B --\\
+    localai ready    --> model C install/verify --+--> register C ------+--> default models
+    dify ready --> admin --> plugins ------------/
+
+Waiting for Dify overlaps with deploying models; launches run in parallel up to the server's
+limit. A failed step skips only what depends on it, and a re-run repeats only what is missing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from difystack.clients.dify import DifyConsole
+from difystack.clients.http import CallJournal, HttpError
+from difystack.clients.localai import LocalAIClient
+from difystack.clients.xinference import XinferenceClient
+from difystack.config_model import StackConfig
+from difystack.errors import DifystackError
+from difystack.reconcile.desired import DesiredState, Registration
+from difystack.reconcile.dify_part import (
+    ADMIN_STEP,
+    DEFAULTS_STEP,
+    PLUGINS_STEP,
+    AdminCredentials,
+    DifyPart,
+    SessionStore,
+    registration_step,
+)
+from difystack.reconcile.localai_part import LocalAIPart
+from difystack.reconcile.localai_part import step_name as localai_step
+from difystack.reconcile.report import Action, ActionLog, Reporter, StepFailed, silent
+from difystack.reconcile.xinference_part import XinferencePart
+from difystack.reconcile.xinference_part import step_name as xinference_step
+from difystack.taskgraph import DependencyFailed, TaskGraph
+
+XINFERENCE_READY = "xinference ready"
+LOCALAI_READY = "localai ready"
+DIFY_READY = "dify ready"
+XINFERENCE_AUTH = "xinference auth"
+SETUP_TOKEN = re.compile(r"Setup token:\s*(\S+)")
+
+
+class Gate:
+    """Opens when a server is ready; fails (with a reason) when it never will be."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._event = threading.Event()
+        self.error: str | None = None
+
+    def open(self) -> None:
+        self._event.set()
+
+    def fail(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.error = reason
+            self._event.set()
+
+    def wait(self) -> None:
+        self._event.wait()
+        if self.error is not None:
+            raise StepFailed(self.name, self.error)
+
+    @classmethod
+    def opened(cls, name: str) -> Gate:
+        gate = cls(name)
+        gate.open()
+        return gate
+
+
+@dataclass(frozen=True)
+class ServerUrls:
+    """Where difystack reaches each server (None: the part is not used)."""
+
+    dify: str | None
+    xinference: str | None
+    localai: str | None
+
+
+@dataclass
+class Failure:
+    step: str
+    message: str
+    hint: str | None = None
+
+
+@dataclass
+class ConvergeResult:
+    actions: list[Action]
+    failures: list[Failure]
+    verified: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class Secrets:
+    """The secrets converge reads and (for Xinference keys) writes back."""
+
+    values: dict[str, str]
+    save: Callable[[str, str], None] = lambda name, value: None
+
+
+class Converger:
+    def __init__(
+        self,
+        config: StackConfig,
+        desired: DesiredState,
+        urls: ServerUrls,
+        secrets: Secrets,
+        config_dir: Path,
+        *,
+        sessions: SessionStore | None = None,
+        fingerprints: dict[str, str] | None = None,
+        gates: dict[str, Gate] | None = None,
+        report: Reporter = silent,
+        journal: CallJournal | None = None,
+        xinference_logs: Callable[[], str] | None = None,
+        timeout: float = 3600.0,
+        stall_timeout: float = 600.0,
+        on_interrupt: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.on_interrupt = on_interrupt
+        self.cancel = threading.Event()
+        self.desired = desired
+        self.urls = urls
+        self.secrets = secrets
+        self.gates = gates or {}
+        self.report = report
+        self.journal = journal
+        self.log = ActionLog()
+        self.xinference_logs = xinference_logs
+        self.verified: dict[str, str] = {}
+        self._verified_lock = threading.Lock()
+        self.xinference = self.localai = None
+        self.dify = None
+        if urls.xinference and desired.xinference:
+            client = XinferenceClient(urls.xinference, journal=journal)
+            self.xinference = XinferencePart(
+                client, desired.xinference, report, self.log, timeout, stall_timeout
+            )
+        if urls.localai and desired.localai:
+            client_l = LocalAIClient(urls.localai, journal=journal)
+            self.localai = LocalAIPart(client_l, desired.localai, report, self.log, timeout, stall_timeout)
+            self.localai.cancel = self.cancel
+        if urls.dify and desired.registrations:
+            admin = AdminCredentials(
+                config.dify.admin,
+                secrets.values["admin_password"],
+                secrets.values["init_password"] if config.dify.protect_setup else None,
+            )
+            console = DifyConsole(urls.dify, journal=journal)
+            self.dify = DifyPart(
+                console,
+                desired,
+                admin,
+                config.dify.plugins,
+                config_dir,
+                sessions,
+                fingerprints,
+                report,
+                self.log,
+            )
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def plan(self) -> list[Action]:
+        """What a converge run would do now (reads only)."""
+        actions: list[Action] = []
+        if self.xinference:
+            actions += self.xinference.plan()
+        if self.localai:
+            actions += self.localai.plan()
+        if self.dify:
+            console = self.dify.console
+            if console.setup_state() != "finished":
+                actions.append(Action("dify", "create-admin", self.config.dify.admin.email))
+                actions += [
+                    Action("dify", "install-plugins", p, self.config.dify.plugins.source)
+                    for p in self.desired.plugins
+                ]
+                actions += [Action("dify", "create-credential", r.key) for r in self.desired.registrations]
+                if self.desired.default_models:
+                    actions.append(Action("dify", "set-default-models", ""))
+                return actions
+            self.dify.ensure_admin()
+            actions += [
+                Action("dify", "install-plugins", p, self.config.dify.plugins.source)
+                for p in self.dify.missing_plugins()
+            ]
+            for registration in self.desired.registrations:
+                actions += self._plan_registration(registration)
+            if self.desired.default_models and self.dify.wrong_defaults():
+                actions.append(Action("dify", "set-default-models", ""))
+        return actions
+
+    def _plan_registration(self, registration: Registration) -> list[Action]:
+        assert self.dify is not None
+        try:
+            return self.dify.plan_registration(self._with_secrets(registration))
+        except HttpError as exc:
+            if exc.status in (400, 404):  # provider not installed yet: everything is to create
+                return [Action("dify", "create-credential", registration.key)]
+            raise
+
+    # -- running --------------------------------------------------------------------------------
+
+    def graph(self) -> TaskGraph:
+        graph = TaskGraph(
+            limits={"xinference-launch": self.config.xinference.max_concurrent_launches},
+            on_interrupt=self._interrupted,
+        )
+        model_tasks: dict[str, str] = {}
+        if self.xinference:
+            ready = graph.add(XINFERENCE_READY, self._gate_then(XINFERENCE_READY, lambda: None))
+            first = ready
+            if self.config.xinference.auth and self.config.xinference.external is None:
+                first = graph.add(XINFERENCE_AUTH, self._xinference_auth, after=[ready])
+            for deployment in self.desired.xinference:
+                name = xinference_step(deployment)
+                graph.add(name, self._deploy_xinference(deployment), after=[first], group="xinference-launch")
+                model_tasks[f"xinference/{deployment.uid}"] = name
+        if self.localai:
+            ready = graph.add(LOCALAI_READY, self._gate_then(LOCALAI_READY, lambda: None))
+            for deployment_l in self.desired.localai:
+                name = localai_step(deployment_l)
+                graph.add(name, self._deploy_localai(deployment_l), after=[ready])
+                model_tasks[f"localai/{deployment_l.name}"] = name
+        if self.dify:
+            ready = graph.add(DIFY_READY, self._gate_then(DIFY_READY, lambda: None))
+            admin = graph.add(ADMIN_STEP, self.dify.ensure_admin, after=[ready])
+            plugins = graph.add(PLUGINS_STEP, self.dify.ensure_plugins, after=[admin])
+            registrations = []
+            for registration in self.desired.registrations:
+                after = [plugins]
+                model_task = model_tasks.get(f"{registration.provider}/{registration.server_id}")
+                if model_task:
+                    after.append(model_task)
+                registrations.append(
+                    graph.add(registration_step(registration), self._register(registration), after=after)
+                )
+            if self.desired.default_models:
+                graph.add(DEFAULTS_STEP, self.dify.ensure_defaults, after=registrations or [plugins])
+        return graph
+
+    def run(self) -> ConvergeResult:
+        results = self.graph().run()
+        failures = []
+        for step, exc in results.items():
+            if exc is None or isinstance(exc, DependencyFailed):
+                continue
+            failures.append(_failure(step, exc))
+            self.report(step, "failed", failures[-1].message)
+        for step, exc in results.items():
+            if isinstance(exc, DependencyFailed):
+                self.report(step, "cancelled", str(exc))
+        return ConvergeResult(list(self.log.done), failures, dict(self.verified))
+
+    def _interrupted(self) -> None:
+        self.cancel.set()
+        for gate in self.gates.values():
+            gate.fail("interrupted")
+        if self.on_interrupt is not None:
+            self.on_interrupt()
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def _gate_then(self, name: str, then: Callable[[], Any]) -> Callable[[], None]:
+        def task() -> None:
+            gate = self.gates.get(name)
+            if gate is not None:
+                gate.wait()
+            then()
+
+        return task
+
+    def _deploy_xinference(self, deployment: Any) -> Callable[[], None]:
+        def task() -> None:
+            assert self.xinference is not None
+            outcome = self.xinference.converge(deployment)
+            if outcome.launched:
+                detail = self.xinference.verify(deployment, outcome.description)
+                self._remember(f"xinference/{deployment.uid}", detail)
+                self.report(xinference_step(deployment), "ready", f"running, {detail}")
+
+        return task
+
+    def _deploy_localai(self, deployment: Any) -> Callable[[], None]:
+        def task() -> None:
+            assert self.localai is not None
+            if self.localai.converge(deployment):
+                detail = self.localai.verify(deployment, self._completion_type(deployment.name))
+                self._remember(f"localai/{deployment.name}", detail)
+                self.report(localai_step(deployment), "ready", f"installed, {detail}")
+
+        return task
+
+    def _register(self, registration: Registration) -> Callable[[], None]:
+        def task() -> None:
+            assert self.dify is not None
+            self.dify.register(self._with_secrets(registration), lambda: self._verify(registration))
+
+        return task
+
+    def _verify(self, registration: Registration) -> str:
+        key = f"{registration.provider}/{registration.server_id}"
+        with self._verified_lock:
+            if key in self.verified:
+                return self.verified[key]
+        deployment = self.desired.deployment_of(registration)
+        if registration.provider == "xinference" and self.xinference and deployment is not None:
+            detail = self.xinference.verify(deployment)  # type: ignore[arg-type]
+        elif registration.provider == "localai" and self.localai and deployment is not None:
+            detail = self.localai.verify(
+                deployment, registration.credentials.get("completion_type", "chat_completion")
+            )  # type: ignore[arg-type]
+        else:
+            detail = "not deployed by difystack"
+        self._remember(key, detail)
+        return detail
+
+    def _remember(self, key: str, detail: str) -> None:
+        with self._verified_lock:
+            self.verified[key] = detail
+
+    def _completion_type(self, name: str) -> str:
+        for model in self.config.localai.models:
+            if model.name == name:
+                return model.completion_type
+        return "chat_completion"
+
+    def _with_secrets(self, registration: Registration) -> Registration:
+        key = self.secrets.values.get("xinference_api_key")
+        if registration.provider == "xinference" and self.config.xinference.auth and key:
+            return replace(registration, credentials={**registration.credentials, "api_key": key})
+        return registration
+
+    def _xinference_auth(self) -> None:
+        """Xinference >= 3 with accounts on: create the admin once, then an API key for Dify."""
+        assert self.xinference is not None
+        client = self.xinference.client
+        if not client.auth_enabled():
+            return
+        password = self.secrets.values["xinference_admin_password"]
+        status = client.setup_status()
+        if status.get("needs_setup"):
+            token = self._setup_token()
+            client.setup_admin(token, "admin", password)
+            self.log.add(Action("xinference", "create-admin", "admin"))
+        admin_token = client.login("admin", password)
+        client.http.headers["Authorization"] = f"Bearer {admin_token}"
+        if not self.secrets.values.get("xinference_api_key"):
+            key = client.create_api_key(admin_token, f"difystack-{self.config.name}")
+            self.secrets.values["xinference_api_key"] = key
+            self.secrets.save("xinference_api_key", key)
+            self.log.add(Action("xinference", "create-api-key", "for Dify"))
+        self.report(XINFERENCE_AUTH, "ready", "admin session and API key")
+
+    def _setup_token(self) -> str:
+        logs = self.xinference_logs() if self.xinference_logs else ""
+        found = SETUP_TOKEN.findall(logs)
+        if not found:
+            raise StepFailed(
+                XINFERENCE_AUTH,
+                "Xinference needs its one-time setup token, which was not found in its log",
+                hint="see `difystack logs xinference`, or set xinference.auth: false",
+            )
+        return str(found[-1])
+
+
+def _failure(step: str, exc: BaseException) -> Failure:
+    if isinstance(exc, StepFailed):
+        return Failure(exc.step, exc.reason, exc.hint)
+    if isinstance(exc, DifystackError):
+        return Failure(step, str(exc), exc.hint)
+    return Failure(
+        step, f"{exc.__class__.__name__}: {exc}", "this looks like a difystack bug; please report it"
+    )
