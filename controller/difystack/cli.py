@@ -3,41 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 from rich.markup import escape
 
 from difystack import __version__, console
+from difystack.commands.options import load_stack, stack_options
 from difystack.errors import DifystackError
-from difystack.stack import Stack
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def stack_options(func: F) -> F:
-    """--config and --set, shared by every command that works on a stack."""
-    func = click.option(
-        "--set",
-        "assignments",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override one setting (dotted path, YAML value), e.g. --set dify.port=8081.",
-    )(func)
-    func = click.option(
-        "-c",
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Stack file (default: $DIFYSTACK_CONFIG, ./difystack.yaml, or the built-in stack).",
-    )(func)
-    return func
-
-
-def load_stack(config_file: Path | None, assignments: tuple[str, ...]) -> Stack:
-    return Stack.load(config_file, assignments)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -208,6 +181,25 @@ def secrets_show(config_file: Path | None, assignments: tuple[str, ...], names: 
         click.echo(f"{name}={values[name]}")
 
 
+@secrets.command("set")
+@stack_options
+@click.argument("name")
+def secrets_set(config_file: Path | None, assignments: tuple[str, ...], name: str) -> None:
+    """Replace one secret with a value read from stdin (e.g. the admin password you changed in Dify)."""
+    stack = load_stack(config_file, assignments)
+    values = stack.secrets()
+    if name not in values:
+        raise DifystackError(f"no secret named {name}; known: {', '.join(sorted(values))}")
+    if sys.stdin.isatty():
+        value = click.prompt(f"New value for {name}", hide_input=True, confirmation_prompt=True)
+    else:
+        value = sys.stdin.readline().rstrip("\n")
+    if not value:
+        raise DifystackError(f"empty value for {name}; nothing changed")
+    stack.secrets_store.set(name, value)
+    console.out.print(f"{escape(name)} updated in {escape(str(stack.paths.secrets))}")
+
+
 @cli.command("config")
 @stack_options
 def show_config(config_file: Path | None, assignments: tuple[str, ...]) -> None:
@@ -250,6 +242,16 @@ def standins_build(base_image: str | None, infra: bool, force: bool) -> None:
     builder = StandinBuilder(progress=lambda message: console.err.print(f"  {escape(message)}"))
     overrides = builder.build(base, infra=infra, force=force)
     click.echo(yaml.safe_dump(describe(overrides), sort_keys=False), nl=False)
+
+
+def _add_model_commands() -> None:
+    from difystack.commands.models import models, plan, register
+
+    for command in (plan, models, register):
+        cli.add_command(command)
+
+
+_add_model_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -975,3 +975,16 @@ def test_journal_records_requests_with_their_host_header(tmp_path: Path) -> None
         ]
         assert client.delete("/_fake/requests").status_code == 204
         assert client.get("/_fake/requests").json() == []
+
+
+def test_launch_once_failure_fails_only_the_first_attempt(tmp_path: Path) -> None:
+    behaviour = Behaviour(failures=frozenset({"launch-once:bge-small-en-v1.5"}))
+    with xinference(tmp_path, behaviour) as client:
+        body = {"model_uid": "emb", "model_name": "bge-small-en-v1.5", "model_type": "embedding"}
+        first = client.post("/v1/models", json=body)
+        assert first.status_code == 500
+        assert "injected launch failure" in first.json()["detail"]
+        assert client.get("/v1/models/emb").status_code == 400
+        second = client.post("/v1/models", json=body)
+        assert second.status_code == 200, second.text
+        assert client.get("/v1/models/emb").json()["model_name"] == "bge-small-en-v1.5"

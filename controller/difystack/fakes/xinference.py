@@ -27,6 +27,8 @@ Failure kinds understood in ``DIFYSTACK_FAKE_FAIL``:
 - ``never-ready``: ``/status`` never lists a worker (launches fail: no worker);
 - ``launch`` / ``launch:<model_name>`` / ``launch:<model_uid>``: the launch crashes after
   loading (instance ``ERROR``, uid removed, a blocking launch answers 500);
+- ``launch-once:<model_name or uid>``: only the first launch of that model crashes (a
+  transient failure; the next attempt succeeds);
 - ``infer`` / ``infer:<model_uid>``: inference on that model answers 500.
 """
 
@@ -1118,6 +1120,7 @@ class FakeXinference:
         self.instances: dict[str, ModelInstance] = {}
         self._launch_slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failed_once: set[str] = set()
         if self.auth is not None and not self.auth.has_account():
             self._print_setup_banner(self.auth.setup_token())
 
@@ -1438,9 +1441,14 @@ class FakeXinference:
             self._launch_failed(instance, exc)
 
     def _launch_injected_to_fail(self, launch: LaunchRequest) -> bool:
-        return self.behaviour.fails("launch", launch.model_name) or self.behaviour.fails(
-            "launch", launch.model_uid
-        )
+        if any(self.behaviour.fails("launch", t) for t in (launch.model_name, launch.model_uid)):
+            return True
+        # A transient failure (a download hiccup, an OOM...): only the first attempt fails.
+        for target in (launch.model_name, launch.model_uid):
+            if self.behaviour.fails("launch-once", target) and target not in self._failed_once:
+                self._failed_once.add(target)
+                return True
+        return False
 
     def _launch_task_done(self, instance: ModelInstance, task: asyncio.Task[None]) -> None:
         # Runs even when the task was cancelled before its first step.

@@ -72,7 +72,7 @@ class XinferencePart:
             if deployment.matches(item):
                 return []
             return [Action("xinference", "relaunch", target, f"{item.get('model_name')} runs under this UID")]
-        if self._launch_in_progress(deployment.uid):
+        if self.launch_in_progress(deployment.uid):
             return [Action("xinference", "wait", target, "a launch is already in progress")]
         actions = []
         if deployment.custom_spec is not None:
@@ -104,7 +104,7 @@ class XinferencePart:
             self.report(step, "waiting", f"replacing {item.get('model_name')} running under this UID")
             self.client.terminate(deployment.uid)
             self.log.add(Action("xinference", "terminate", deployment.uid, str(item.get("model_name"))))
-        if not self._launch_in_progress(deployment.uid):
+        if not self.launch_in_progress(deployment.uid):
             self._prepare_and_launch(deployment, step)
         self._follow_launch(deployment, step)
         description = self._describe(deployment, step)
@@ -145,7 +145,7 @@ class XinferencePart:
             launch.get("quantization"),
         )
 
-    def _launch_in_progress(self, uid: str) -> bool:
+    def launch_in_progress(self, uid: str) -> bool:
         try:
             instances = self.client.instances(uid)
         except HttpError:

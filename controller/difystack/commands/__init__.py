@@ -1,0 +1,1 @@
+"""CLI commands beyond the lifecycle ones in cli.py."""

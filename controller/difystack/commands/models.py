@@ -1,0 +1,203 @@
+"""`difystack plan`, `difystack models` and `difystack register`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from difystack import console
+from difystack.clients.http import CallJournal, HttpError
+from difystack.commands.options import load_stack, stack_options
+from difystack.endpoints import Endpoints, ServerEndpoint, stack_endpoints
+from difystack.errors import DifystackError
+from difystack.progress import WaitView
+from difystack.reconcile.converge import Converger
+from difystack.reconcile.inventory import inventory
+from difystack.reconcile.report import Action
+from difystack.reconcile.wiring import build_converger
+from difystack.stack import Stack
+
+
+def converger_for(stack: Stack, endpoints: Endpoints, **kwargs: object) -> Converger:
+    converger, _ = build_converger(
+        stack.config,
+        endpoints,
+        stack.secrets_store,
+        stack.paths.root,
+        stack.config_dir,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return converger
+
+
+def plan_actions(stack: Stack) -> list[Action]:
+    actions: list[Action] = []
+    project = stack.paths.project
+    if not (project / "docker-compose.yml").exists():
+        actions.append(Action("compose", "render-and-start", stack.name, "first `up` of this stack"))
+    converger = converger_for(stack, stack_endpoints(stack.config))
+    try:
+        actions += converger.plan()
+    except HttpError as exc:
+        if exc.status is not None:
+            raise
+        # A server is not running: everything declared for it is still to do.
+        actions.append(Action("compose", "start", stack.name, f"{exc.service} is not reachable"))
+        actions += _everything(converger)
+    return actions
+
+
+def _everything(converger: Converger) -> list[Action]:
+    desired = converger.desired
+    actions = [Action("xinference", "launch", d.uid) for d in desired.xinference]
+    actions += [Action("localai", "apply", d.name) for d in desired.localai if d.apply_body is not None]
+    actions += [Action("dify", "create-credential", r.key) for r in desired.registrations]
+    if desired.default_models:
+        actions.append(Action("dify", "set-default-models", ""))
+    return actions
+
+
+@click.command()
+@stack_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plan(config_file: Path | None, assignments: tuple[str, ...], as_json: bool) -> None:
+    """Print what `difystack up` would change, without changing anything."""
+    stack = load_stack(config_file, assignments)
+    actions = plan_actions(stack)
+    if as_json:
+        click.echo(json.dumps([a.as_dict() for a in actions], indent=2))
+        return
+    if not actions:
+        console.out.print(f"Stack {escape(stack.name)} is converged: `up` would change nothing.")
+        return
+    console.out.print(f"`difystack up` would, for stack {escape(stack.name)}:")
+    for action in actions:
+        console.out.print(f"  {escape(str(action))}")
+
+
+@click.command()
+@stack_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(config_file: Path | None, assignments: tuple[str, ...], as_json: bool) -> None:
+    """List every model: server, UID, state there, and its registration in Dify."""
+    stack = load_stack(config_file, assignments)
+    rows = inventory(converger_for(stack, stack_endpoints(stack.config)))
+    if as_json:
+        click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
+        return
+    table = Table(title=f"models of stack {stack.name}", title_justify="left")
+    for column in ("server", "UID / name", "type", "state", "Dify model", "in Dify", "default"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.server,
+            row.id,
+            row.type,
+            row.server_state,
+            row.dify_model or "-",
+            row.dify_state,
+            row.default_for or "",
+        )
+    console.out.print(table)
+
+
+def external(url: str | None, url_from_dify: str | None, what: str) -> ServerEndpoint | None:
+    if url is None:
+        return None
+    from difystack.config_model import ExternalServer
+
+    try:
+        server = ExternalServer(url=url, url_from_dify=url_from_dify)
+    except ValueError as exc:
+        raise DifystackError(f"--{what}-url: {exc}") from None
+    return ServerEndpoint(server.url, server.dify_url, external=True)
+
+
+@click.command()
+@click.option(
+    "--dify-url", required=True, help="Dify's base URL as this machine reaches it (e.g. http://localhost)."
+)
+@click.option("--xinference-url", help="Xinference as this machine reaches it (e.g. http://127.0.0.1:9997).")
+@click.option(
+    "--xinference-url-from-dify", help="Xinference as Dify's containers reach it (derived when omitted)."
+)
+@click.option("--localai-url", help="LocalAI as this machine reaches it.")
+@click.option("--localai-url-from-dify", help="LocalAI as Dify's containers reach it (derived when omitted).")
+@click.option("--admin-email", help="Dify admin email (default: dify.admin.email of the stack file).")
+@stack_options
+def register(
+    dify_url: str,
+    xinference_url: str | None,
+    xinference_url_from_dify: str | None,
+    localai_url: str | None,
+    localai_url_from_dify: str | None,
+    admin_email: str | None,
+    config_file: Path | None,
+    assignments: tuple[str, ...],
+) -> None:
+    """Deploy the declared models on servers started elsewhere and register them in that Dify.
+
+    The admin password is read from $DIFYSTACK_DIFY_ADMIN_PASSWORD; when Dify is not set up
+    yet, difystack creates the admin with a generated password kept in the stack's secrets.
+    """
+    extra = list(assignments)
+    if xinference_url is None:
+        extra.append("xinference.enabled=false")
+    else:
+        extra.append(f"xinference.external.url={xinference_url}")
+    if localai_url is None:
+        extra.append("localai.enabled=false")
+    else:
+        extra.append(f"localai.external.url={localai_url}")
+    if admin_email:
+        extra.append(f"dify.admin.email={admin_email}")
+    stack = Stack.load(config_file, extra)
+    password = os.environ.get("DIFYSTACK_DIFY_ADMIN_PASSWORD")
+    if password:
+        stack.secrets()
+        stack.secrets_store.set("admin_password", password)
+    init_password = os.environ.get("DIFYSTACK_DIFY_INIT_PASSWORD")
+    if init_password:
+        stack.secrets()
+        stack.secrets_store.set("init_password", init_password)
+    endpoints = Endpoints(
+        dify=dify_url.rstrip("/"),
+        xinference=external(xinference_url, xinference_url_from_dify, "xinference"),
+        localai=external(localai_url, localai_url_from_dify, "localai"),
+    )
+    for label, server in (("Xinference", endpoints.xinference), ("LocalAI", endpoints.localai)):
+        if server and "host.docker.internal" in server.from_dify:
+            console.err.print(
+                f"[yellow]Note:[/] Dify will reach {label} as {escape(server.from_dify)}; on Linux "
+                "its plugin_daemon needs `extra_hosts: [host.docker.internal:host-gateway]` "
+                "(built into Docker Desktop)."
+            )
+    view = WaitView(console.out, f"Registering models in {dify_url}")
+    from difystack.lifecycle import StepRows
+
+    journal = CallJournal()
+    converger = converger_for(stack, endpoints, report=StepRows(view), journal=journal)
+    with view.live():
+        result = converger.run()
+    for failure in result.failures:
+        console.err.print(
+            f"\n[bold red]{escape(failure.step)}[/] failed: {escape(failure.message)}", soft_wrap=True
+        )
+        if failure.hint:
+            console.err.print(f"  hint: {escape(failure.hint)}")
+    if result.failures:
+        raise DifystackError(
+            f"could not register: {', '.join(f.step for f in result.failures)}",
+            hint="fix the cause and run the same command again; finished steps are not redone",
+        )
+    console.out.print(f"\n[bold green]Done.[/] {len(result.actions)} change(s).")
+    for action in result.actions:
+        console.out.print(f"  {escape(str(action))}")
+    console.out.print(
+        f"Admin password: `difystack secrets show admin_password` ({escape(str(stack.paths.secrets))})"
+    )

@@ -1,0 +1,36 @@
+"""Options shared by the commands that work on a stack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from difystack.stack import Stack
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stack_options(func: F) -> F:
+    """--config and --set, shared by every command that works on a stack."""
+    func = click.option(
+        "--set",
+        "assignments",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override one setting (dotted path, YAML value), e.g. --set dify.port=8081.",
+    )(func)
+    func = click.option(
+        "-c",
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Stack file (default: $DIFYSTACK_CONFIG, ./difystack.yaml, or the built-in stack).",
+    )(func)
+    return func
+
+
+def load_stack(config_file: Path | None, assignments: tuple[str, ...]) -> Stack:
+    return Stack.load(config_file, assignments)

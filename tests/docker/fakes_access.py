@@ -1,0 +1,54 @@
+"""Reading the fakes' request journals and Dify's state from a docker-tier test."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import yaml
+
+from difystack.clients.dify import DifyConsole
+from tests.docker.conftest import StackUnderTest
+
+JOURNAL = "/_fake/requests"
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def published_journal(port: int, clear: bool = False) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{port}{JOURNAL}"
+    if clear:
+        httpx.delete(url, timeout=10).raise_for_status()
+        return []
+    return list(httpx.get(url, timeout=10).json())
+
+
+def container_journal(
+    stack: StackUnderTest, service: str, port: int, clear: bool = False
+) -> list[dict[str, Any]]:
+    method = "DELETE" if clear else "GET"
+    code = (
+        "import urllib.request, sys; "
+        f"r = urllib.request.urlopen(urllib.request.Request('http://localhost:{port}{JOURNAL}', method='{method}')); "
+        "sys.stdout.write(r.read().decode())"
+    )
+    result = stack.compose("exec", "-T", service, "python", "-c", code)
+    assert result.returncode == 0, result.stderr
+    return [] if clear else list(json.loads(result.stdout))
+
+
+def mutating(entries: list[dict[str, Any]]) -> list[str]:
+    return [f"{e['method']} {e['path']}" for e in entries if e["method"] in MUTATING]
+
+
+def secrets_of(stack: StackUnderTest) -> dict[str, str]:
+    return dict(yaml.safe_load((stack.root / "home" / stack.name / "secrets.yaml").read_text()))
+
+
+def dify_console(stack: StackUnderTest) -> DifyConsole:
+    console = DifyConsole(f"http://127.0.0.1:{stack.config['dify']['port']}")
+    console.login(
+        stack.config.get("dify", {}).get("admin", {}).get("email", "admin@example.com"),
+        secrets_of(stack)["admin_password"],
+    )
+    return console
