@@ -27,9 +27,10 @@ def container_journal(
     stack: StackUnderTest, service: str, port: int, clear: bool = False
 ) -> list[dict[str, Any]]:
     method = "DELETE" if clear else "GET"
+    url = f"http://localhost:{port}{JOURNAL}"
     code = (
         "import urllib.request, sys; "
-        f"r = urllib.request.urlopen(urllib.request.Request('http://localhost:{port}{JOURNAL}', method='{method}')); "
+        f"r = urllib.request.urlopen(urllib.request.Request('{url}', method='{method}')); "
         "sys.stdout.write(r.read().decode())"
     )
     result = stack.compose("exec", "-T", service, "python", "-c", code)
