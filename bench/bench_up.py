@@ -159,7 +159,7 @@ def deploy_times(entries: list[dict[str, Any]], start_path: str, done_paths: tup
         for e in entries
         if e["method"] == "POST"
         and e["path"] in done_paths
-        and not e["host"].split(":")[0] in ("xinference", "localai")
+        and e["host"].split(":")[0] not in ("xinference", "localai")
     )
     if not starts or not dones:
         return []
