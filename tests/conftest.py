@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+pytest_plugins = ["pytester"]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

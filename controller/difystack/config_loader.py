@@ -100,8 +100,12 @@ def load_config(
     stack_file: Path | None = None,
     env: Mapping[str, str] | None = None,
     assignments: Iterable[str] = (),
+    overrides: Mapping[str, Any] | None = None,
 ) -> StackConfig:
-    """Merge every layer and validate; raises ConfigError naming the offending field."""
+    """Merge every layer and validate; raises ConfigError naming the offending field.
+
+    ``overrides`` is a last layer given as data, for callers such as the pytest plugin.
+    """
     layers: list[tuple[str, dict[str, Any]]] = [("built-in defaults", default_layer())]
     if stack_file is not None:
         layers.append((str(stack_file), load_stack_file(stack_file)))
@@ -110,6 +114,8 @@ def load_config(
     assignments = list(assignments)
     if assignments:
         layers.append(("--set", set_layer(assignments)))
+    if overrides:
+        layers.append(("overrides", dict(overrides)))
     merged: dict[str, Any] = {}
     for _, layer in layers:
         merged = merge(merged, layer)

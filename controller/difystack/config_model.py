@@ -306,6 +306,9 @@ class StackConfig(Strict):
     bind_address: str = "127.0.0.1"
     gpu: Literal["none", "nvidia", "auto"] = "auto"
     images: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra Docker labels for every service of the stack."
+    )
     dify: DifyConfig = Field(default_factory=DifyConfig)
     xinference: XinferenceConfig = Field(default_factory=XinferenceConfig)
     localai: LocalAIConfig = Field(default_factory=LocalAIConfig)

@@ -85,7 +85,7 @@ def build_context(
         "model_callers": ["api", "worker", "plugin_daemon"] if config.dify.enabled else [],
         "images": resolve_images(config, gpu),
         "gpu": gpu,
-        "labels": {"io.difystack.stack": config.name, "io.difystack.managed": "true"},
+        "labels": {**config.labels, "io.difystack.stack": config.name, "io.difystack.managed": "true"},
         "host_gateway": any(
             part.enabled and part.external is not None and part.external.needs_host_gateway
             for part in (config.xinference, config.localai)

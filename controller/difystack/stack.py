@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from difystack.config_loader import DEFAULT_STACK_FILE, load_config
 from difystack.config_model import StackConfig
@@ -42,11 +43,12 @@ class Stack:
         assignments: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> Stack:
         env = dict(os.environ if env is None else env)
         cwd = cwd or Path.cwd()
         stack_file = find_stack_file(config_file, env, cwd)
-        config = load_config(stack_file, env, assignments)
+        config = load_config(stack_file, env, assignments, overrides)
         config_dir = stack_file.resolve().parent if stack_file else cwd
         return cls(config, stack_file, StackPaths.for_stack(config.name, env), config_dir)
 
