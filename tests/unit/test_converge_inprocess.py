@@ -1,0 +1,168 @@
+"""The converge logic against the four fakes served in-process (no Docker needed).
+
+The docker tier proves the same on the real compose network; this tier gives fast feedback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from difystack.clients.http import CallJournal
+from difystack.config_loader import load_config
+from difystack.endpoints import Endpoints, ServerEndpoint
+from difystack.fakes.behaviour import Behaviour
+from difystack.fakes.dify_api import create_app as create_api
+from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
+from difystack.fakes.localai import create_app as create_localai
+from difystack.fakes.xinference import create_app as create_xinference
+from difystack.reconcile.converge import ConvergeResult
+from difystack.reconcile.desired import desired_state
+from difystack.reconcile.wiring import build_converger
+from difystack.secrets_store import SecretsStore
+from tests.conftest import serve_app
+
+
+@dataclass
+class Servers:
+    dify: str
+    xinference: str
+    localai: str
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    with ExitStack() as stack:
+        xinference = stack.enter_context(
+            serve_app(
+                create_xinference(
+                    Behaviour(launch_latency=0.1),
+                    {"XINFERENCE_HOME": str(tmp_path / "xh"), "XINFERENCE_AUTH_ADVANCED": "0"},
+                )
+            )
+        )
+        localai = stack.enter_context(
+            serve_app(
+                create_localai(Behaviour(launch_latency=0.1), {"MODELS_PATH": str(tmp_path / "models")})
+            )
+        )
+        daemon = stack.enter_context(
+            serve_app(
+                create_daemon(
+                    Behaviour(), {"SERVER_KEY": "k", "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon")}
+                )
+            )
+        )
+        dify = stack.enter_context(
+            serve_app(
+                create_api(
+                    Behaviour(),
+                    {
+                        "SECRET_KEY": "s",
+                        "PLUGIN_DAEMON_URL": daemon,
+                        "PLUGIN_DAEMON_KEY": "k",
+                        "DIFYSTACK_FAKE_STATE_DIR": str(tmp_path / "api"),
+                        "INIT_PASSWORD": "init-Passw0rd",
+                    },
+                )
+            )
+        )
+        yield Servers(dify, xinference, localai)
+
+
+def converge(
+    servers: Servers, tmp_path: Path, assignments: list[str] = ()
+) -> tuple[ConvergeResult, CallJournal]:
+    config = load_config(
+        env={},
+        assignments=[
+            f"xinference.external.url={servers.xinference}",
+            f"localai.external.url={servers.localai}",
+            *assignments,
+        ],
+    )
+    endpoints = Endpoints(
+        servers.dify,
+        ServerEndpoint(servers.xinference, servers.xinference, external=True),
+        ServerEndpoint(servers.localai, servers.localai, external=True),
+    )
+    secrets = SecretsStore(tmp_path / "state" / "secrets.yaml")
+    secrets.ensure()
+    secrets.set("init_password", "init-Passw0rd")
+    journal = CallJournal()
+    converger, save = build_converger(
+        config, endpoints, secrets, tmp_path / "state", tmp_path, journal=journal
+    )
+    result = converger.run()
+    save()
+    return result, journal
+
+
+def kinds(result: ConvergeResult) -> list[tuple[str, str]]:
+    return sorted((a.kind, a.target) for a in result.actions)
+
+
+def test_first_run_does_everything_and_second_run_changes_nothing(servers: Servers, tmp_path: Path) -> None:
+    first, _ = converge(servers, tmp_path)
+    assert first.ok, first.failures
+    assert kinds(first) == sorted(
+        [
+            ("launch", "qwen2.5-instruct-0.5b"),
+            ("launch", "bge-small-en-v1.5"),
+            ("apply", "qwen3-0.6b"),
+            ("apply", "granite-embedding-107m"),
+            ("create-admin", "admin@example.com"),
+            ("install-plugins", "langgenius/localai, langgenius/xinference"),
+            ("create-credential", "xinference/qwen2.5-instruct-0.5b (llm)"),
+            ("create-credential", "xinference/bge-small-en-v1.5 (text-embedding)"),
+            ("create-credential", "localai/qwen3-0.6b (llm)"),
+            ("create-credential", "localai/granite-embedding-107m (text-embedding)"),
+            (
+                "set-default-models",
+                "llm=xinference/qwen2.5-instruct-0.5b, text-embedding=xinference/bge-small-en-v1.5",
+            ),
+        ]
+    )
+    assert first.verified["xinference/bge-small-en-v1.5"] == "384-dimensional embeddings"
+
+    second, journal = converge(servers, tmp_path)
+    assert second.ok and second.actions == []
+    assert journal.mutating == []  # the saved session spares even the login
+
+
+def test_changed_credentials_are_updated_in_place(servers: Servers, tmp_path: Path) -> None:
+    assert converge(servers, tmp_path)[0].ok
+    changed, _ = converge(servers, tmp_path, ["xinference.models.0.invoke_timeout=120"])
+    assert changed.ok, changed.failures
+    assert kinds(changed) == [("update-credential", "xinference/qwen2.5-instruct-0.5b (llm)")]
+
+
+def test_wrong_embedding_size_is_refused_before_registration(servers: Servers, tmp_path: Path) -> None:
+    result, _ = converge(servers, tmp_path, ["localai.models.1.dimensions=768"])
+    failures = {f.step: f.message for f in result.failures}
+    assert failures["localai model granite-embedding-107m"] == "embeddings have 384 dimensions, expected 768"
+    assert ("create-credential", "localai/granite-embedding-107m (text-embedding)") not in kinds(result)
+    assert ("create-credential", "localai/qwen3-0.6b (llm)") in kinds(result)  # independent steps went on
+
+
+def test_desired_credentials_are_the_exact_plugin_fields_as_strings(tmp_path: Path) -> None:
+    config = load_config(env={})
+    desired = desired_state(config, "http://xinference:9997", "http://localai:8080", tmp_path)
+    by_key = {r.key: r.credentials for r in desired.registrations}
+    assert by_key["xinference/qwen2.5-instruct-0.5b (llm)"] == {
+        "server_url": "http://xinference:9997",
+        "model_uid": "qwen2.5-instruct-0.5b",
+        "invoke_timeout": "60",
+        "max_retries": "3",
+    }
+    assert by_key["localai/qwen3-0.6b (llm)"] == {
+        "server_url": "http://localai:8080",
+        "completion_type": "chat_completion",
+        "context_size": "4096",
+    }
+    assert by_key["localai/granite-embedding-107m (text-embedding)"] == {"server_url": "http://localai:8080"}
+    assert desired.plugins == ["langgenius/localai", "langgenius/xinference"]
