@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from difystack.clients.http import HttpError
 from difystack.clients.localai import LocalAIClient
 from difystack.reconcile.desired import LocalAIDeployment
-from difystack.reconcile.report import Action, ActionLog, Reporter, StepFailed, follow, silent
+from difystack.reconcile.report import Action, StepFailed
+from difystack.reconcile.server_part import ServerPart
 
 
 def step_name(deployment: LocalAIDeployment) -> str:
@@ -24,31 +24,9 @@ def _source(deployment: LocalAIDeployment) -> str:
     return "inline YAML"
 
 
-class LocalAIPart:
-    def __init__(
-        self,
-        client: LocalAIClient,
-        deployments: list[LocalAIDeployment],
-        report: Reporter = silent,
-        log: ActionLog | None = None,
-        timeout: float = 3600.0,
-        stall_timeout: float = 600.0,
-    ) -> None:
-        self.client = client
-        self.deployments = deployments
-        self.report = report
-        self.log = log or ActionLog()
-        self.timeout = timeout
-        self.stall_timeout = stall_timeout
-        self._snapshot_lock = threading.Lock()
-        self.cancel = threading.Event()
-        self._listed: set[str] | None = None
-
+class LocalAIPart(ServerPart[LocalAIClient, LocalAIDeployment, set[str]]):
     def listed(self) -> set[str]:
-        with self._snapshot_lock:
-            if self._listed is None:
-                self._listed = set(self.client.models())
-            return self._listed
+        return self.snapshot(lambda: set(self.client.models()))
 
     def plan(self) -> list[Action]:
         actions = []
@@ -97,14 +75,7 @@ class LocalAIPart:
                 detail = f"{detail} {status.progress:.0f}%"
             return False, detail, (status.message, round(status.progress or 0.0))
 
-        follow(
-            step,
-            poll,
-            self.report,
-            timeout=self.timeout,
-            stall_timeout=self.stall_timeout,
-            cancel=self.cancel,
-        )
+        self.follow(step, poll)
         if deployment.name not in self.client.models():
             raise StepFailed(step, "the install job completed but the model is not listed by GET /v1/models")
         self.listed().add(deployment.name)

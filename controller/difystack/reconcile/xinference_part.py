@@ -8,14 +8,14 @@ terminated and relaunched.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from difystack.clients.http import HttpError
 from difystack.clients.xinference import ModelLoading, XinferenceClient, check_launchable
 from difystack.reconcile.desired import XinferenceDeployment
-from difystack.reconcile.report import Action, ActionLog, Reporter, StepFailed, follow, silent
+from difystack.reconcile.report import Action, StepFailed
+from difystack.reconcile.server_part import ServerPart
 
 LAUNCHING_STATES = ("CREATING", "LOADING", "UPDATING")
 
@@ -30,32 +30,10 @@ def step_name(deployment: XinferenceDeployment) -> str:
     return f"xinference model {deployment.uid}"
 
 
-class XinferencePart:
-    def __init__(
-        self,
-        client: XinferenceClient,
-        deployments: list[XinferenceDeployment],
-        report: Reporter = silent,
-        log: ActionLog | None = None,
-        timeout: float = 3600.0,
-        stall_timeout: float = 600.0,
-    ) -> None:
-        self.client = client
-        self.deployments = deployments
-        self.report = report
-        self.log = log or ActionLog()
-        self.timeout = timeout
-        self.stall_timeout = stall_timeout
-        self._snapshot_lock = threading.Lock()
-        self.cancel = threading.Event()
-        self._running: dict[str, dict[str, Any]] | None = None
-
+class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str, dict[str, Any]]]):
     def running(self) -> dict[str, dict[str, Any]]:
         """GET /v1/models once per run; every model task reads the same snapshot."""
-        with self._snapshot_lock:
-            if self._running is None:
-                self._running = self.client.running_models()
-            return self._running
+        return self.snapshot(self.client.running_models)
 
     # -- plan -----------------------------------------------------------------------------------
 
@@ -174,14 +152,7 @@ class XinferencePart:
             stage = progress.get("stage") or status.lower()
             return False, f"{stage} {fraction:.0%}", (status, stage, round(fraction, 3))
 
-        follow(
-            step,
-            poll,
-            self.report,
-            timeout=self.timeout,
-            stall_timeout=self.stall_timeout,
-            cancel=self.cancel,
-        )
+        self.follow(step, poll)
 
     def _launch_error(self, uid: str) -> str | None:
         try:
