@@ -375,7 +375,7 @@ class StackConfig(Strict):
                 if registration.dify_type in ("llm", "text-embedding"):
                     chosen.setdefault(registration.dify_type, registration)
             return chosen
-        resolved = {}
+        resolved: dict[str, Registration] = {}
         for model_type, ref in self.dify.default_models.items():
             provider, _, name = ref.rpartition("/") if "/" in ref else ("", "", ref)
             matches = [

@@ -180,6 +180,11 @@ class Lifecycle:
             keeper.observe(status)
 
         group = WaitGroup(targets, on_update=on_wait_update)
+
+        def stop_waiting() -> None:
+            group.cancel()
+            keeper.fail_all("interrupted")
+
         journal = CallJournal()
         converger, save_state = build_converger(
             self.stack.config,
@@ -189,7 +194,7 @@ class Lifecycle:
             self.stack.config_dir,
             gates=gates,
             report=StepRows(view),
-            on_interrupt=lambda: (group.cancel(), keeper.fail_all("interrupted")),
+            on_interrupt=stop_waiting,
             journal=journal,
             xinference_logs=lambda: self.project.logs("xinference", tail=2000),
             timeout=timeouts.total,

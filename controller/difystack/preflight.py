@@ -7,14 +7,14 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
-from difystack.compose_runtime import docker_error_text, engine_error
+from difystack.compose_runtime import ServiceState, docker_error_text, engine_error
 from difystack.config_model import StackConfig
 from difystack.errors import DifystackError, EngineError
 
@@ -77,7 +77,8 @@ def check_engine(docker: DockerClient) -> tuple[str, str, str | None]:
             f"difystack needs v{'.'.join(map(str, MIN_COMPOSE))} or newer",
             hint="update Docker Desktop or the docker-compose-plugin package",
         )
-    return str(info.server_version), match.group(0), info.docker_root_dir
+    root = info.docker_root_dir
+    return str(info.server_version), match.group(0), str(root) if root else None
 
 
 def check_ports(
@@ -144,11 +145,11 @@ def run_preflight(
     return PreflightReport(engine, compose, check_disk(root))
 
 
-def published_ports_of(states: list[object]) -> set[int]:
+def published_ports_of(states: Iterable[ServiceState]) -> set[int]:
     """Host ports already published by this stack's own containers (a re-run may reuse them)."""
     ports: set[int] = set()
     for state in states:
-        for mapping in getattr(state, "ports", []):
+        for mapping in state.ports:
             host_part = mapping.split("->", 1)[0]
             port_text = host_part.rsplit(":", 1)[-1]
             if port_text.isdigit():

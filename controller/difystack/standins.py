@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import re
 import shutil
 import subprocess
@@ -366,7 +365,3 @@ def _docker_message(exc: DockerException) -> str:
 def describe(overrides: dict[str, str]) -> dict[str, Any]:
     """The ``images:`` section for a stack file."""
     return {"images": dict(sorted(overrides.items()))}
-
-
-def as_json(overrides: dict[str, str]) -> str:
-    return json.dumps(describe(overrides), indent=2)

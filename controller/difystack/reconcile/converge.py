@@ -24,7 +24,7 @@ from difystack.clients.localai import LocalAIClient
 from difystack.clients.xinference import XinferenceClient
 from difystack.config_model import StackConfig
 from difystack.errors import DifystackError
-from difystack.reconcile.desired import DesiredState, Registration
+from difystack.reconcile.desired import DesiredState, LocalAIDeployment, Registration, XinferenceDeployment
 from difystack.reconcile.dify_part import (
     ADMIN_STEP,
     DEFAULTS_STEP,
@@ -319,12 +319,12 @@ class Converger:
             if key in self.verified:
                 return self.verified[key]
         deployment = self.desired.deployment_of(registration)
-        if registration.provider == "xinference" and self.xinference and deployment is not None:
-            detail = self.xinference.verify(deployment)  # type: ignore[arg-type]
-        elif registration.provider == "localai" and self.localai and deployment is not None:
+        if isinstance(deployment, XinferenceDeployment) and self.xinference:
+            detail = self.xinference.verify(deployment)
+        elif isinstance(deployment, LocalAIDeployment) and self.localai:
             detail = self.localai.verify(
                 deployment, registration.credentials.get("completion_type", "chat_completion")
-            )  # type: ignore[arg-type]
+            )
         else:
             detail = "not deployed by difystack"
         self._remember(key, detail)

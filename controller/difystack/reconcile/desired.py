@@ -213,24 +213,26 @@ def desired_state(
                 )
     if config.localai.enabled:
         rendered_locally = config.localai.external is None
-        for index, model in enumerate(config.localai.models):
-            localai.append(localai_deployment(model, index, rendered_locally))
-            if config.dify.enabled and model.register_in_dify and localai_url_for_dify:
+        for index, local_model in enumerate(config.localai.models):
+            localai.append(localai_deployment(local_model, index, rendered_locally))
+            if config.dify.enabled and local_model.register_in_dify and localai_url_for_dify:
                 # Dify's LocalAI plugin posts reranks to {server_url}/rerank, which LocalAI only
                 # serves under /v1.
-                server_url = f"{localai_url_for_dify}/v1" if model.type == "rerank" else localai_url_for_dify
+                server_url = (
+                    f"{localai_url_for_dify}/v1" if local_model.type == "rerank" else localai_url_for_dify
+                )
                 credentials = {"server_url": server_url}
-                if model.type == "llm":
-                    credentials["completion_type"] = model.completion_type
-                    if model.context_size:
-                        credentials["context_size"] = str(model.context_size)
+                if local_model.type == "llm":
+                    credentials["completion_type"] = local_model.completion_type
+                    if local_model.context_size:
+                        credentials["context_size"] = str(local_model.context_size)
                 registrations.append(
                     Registration(
                         "localai",
-                        model.name,
-                        DIFY_TYPE_OF_KIND[model.type],
+                        local_model.name,
+                        DIFY_TYPE_OF_KIND[local_model.type],
                         credentials,
-                        model.name,
+                        local_model.name,
                         f"localai.models[{index}]",
                     )
                 )
