@@ -349,3 +349,24 @@ def stack_env_plain() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("DIFYSTACK_")}
+
+
+def test_xinference_accounts_are_bootstrapped_and_dify_gets_an_api_key(make_stack) -> None:
+    stack: StackUnderTest = make_stack(xinference={"auth": True}, localai={"enabled": False})
+    first = stack.cli("up", "--timeout", "300")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "create-admin       admin" in first.stdout and "create-api-key" in first.stdout
+    xport = stack.config["xinference"]["port"]
+    assert httpx.get(f"http://127.0.0.1:{xport}/v1/models").status_code == 401  # accounts are on
+    held = credentials(dify_console(stack), XINFERENCE, "bge-small-en-v1.5", "text-embedding")
+    assert held["api_key"] and held["api_key"] != secrets_key(stack)  # stored, shown obfuscated
+    by_dify = [e for e in published_journal(xport) if e["host"] == "xinference:9997"]
+    assert by_dify and all(e["status"] == 200 for e in by_dify)  # the plugin authenticated with the key
+    again = stack.cli("up", "--timeout", "300")
+    assert again.returncode == 0 and "changes     none" in again.stdout, again.stdout + again.stderr
+
+
+def secrets_key(stack: StackUnderTest) -> str:
+    from tests.docker.fakes_access import secrets_of
+
+    return secrets_of(stack)["xinference_api_key"]

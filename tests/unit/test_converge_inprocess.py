@@ -166,3 +166,20 @@ def test_desired_credentials_are_the_exact_plugin_fields_as_strings(tmp_path: Pa
     }
     assert by_key["localai/granite-embedding-107m (text-embedding)"] == {"server_url": "http://localai:8080"}
     assert desired.plugins == ["langgenius/localai", "langgenius/xinference"]
+
+
+def test_custom_model_is_registered_from_its_weights_then_launched(servers: Servers, tmp_path: Path) -> None:
+    weights = tmp_path / "weights" / "minilm"
+    weights.mkdir(parents=True)
+    (weights / "config.json").write_text("{}")
+    custom = (
+        "xinference.models=[{uid: minilm, type: embedding, name: my-minilm, "
+        f"custom: {{server_path: '{weights}', dimensions: 384, max_tokens: 256}}}}]"
+    )
+    result, _ = converge(servers, tmp_path, [custom, "localai.enabled=false"])
+    assert result.ok, result.failures
+    assert ("register-custom", "my-minilm") in kinds(result)
+    assert ("launch", "minilm") in kinds(result)
+    assert result.verified["xinference/minilm"] == "384-dimensional embeddings"
+    again, journal = converge(servers, tmp_path, [custom, "localai.enabled=false"])
+    assert again.ok and again.actions == [] and journal.mutating == []
