@@ -120,7 +120,9 @@ class Lifecycle:
         )
         with timer.phase("preflight"):
             current = self._states_if_any()
-            report = run_preflight(self.stack.config, self.project.docker, published_ports_of(current))
+            report = run_preflight(
+                self.stack.config, self.project.docker, published_ports_of(current), self.stack.gpu
+            )
             self.out.print(f"  Docker engine {report.engine_version}, Compose {report.compose_version}")
             for warning in report.warnings:
                 self.err.print(f"[yellow]Warning:[/] {escape(warning)}")

@@ -52,8 +52,33 @@ def suggest_free_port(address: str, start: int, taken: set[int], probe: PortProb
     return None
 
 
-def check_engine(docker: DockerClient) -> tuple[str, str, str | None]:
-    """(engine version, compose version, docker root dir); raises EngineError."""
+@dataclass(frozen=True)
+class EngineFacts:
+    version: str
+    compose: str
+    root_dir: str | None
+    architecture: str
+    runtimes: frozenset[str]
+
+
+def hardware_warnings(config: StackConfig, gpu: bool, facts: EngineFacts) -> list[str]:
+    warnings = []
+    local_xinference = config.xinference.enabled and config.xinference.external is None
+    if local_xinference and facts.architecture in ("aarch64", "arm64") and not gpu:
+        warnings.append(
+            "Xinference publishes no arm64 CPU image: it will run emulated and slowly. On a Mac, run "
+            "Xinference natively and declare it with xinference.external.url"
+        )
+    if gpu and "nvidia" not in facts.runtimes:
+        warnings.append(
+            "the stack asks for NVIDIA GPUs but the Docker engine lists no nvidia runtime; install the "
+            "NVIDIA Container Toolkit (or CDI) or set gpu: none"
+        )
+    return warnings
+
+
+def check_engine(docker: DockerClient) -> EngineFacts:
+    """What the engine is and offers; raises EngineError when it is unusable."""
     with ThreadPoolExecutor(max_workers=2) as pool:  # two independent CLI round trips
         info_call = pool.submit(docker.system.info)
         compose_call = pool.submit(docker.compose.version)
@@ -78,7 +103,13 @@ def check_engine(docker: DockerClient) -> tuple[str, str, str | None]:
             hint="update Docker Desktop or the docker-compose-plugin package",
         )
     root = info.docker_root_dir
-    return str(info.server_version), match.group(0), str(root) if root else None
+    return EngineFacts(
+        version=str(info.server_version),
+        compose=match.group(0),
+        root_dir=str(root) if root else None,
+        architecture=str(info.architecture or ""),
+        runtimes=frozenset(info.runtimes or {}),
+    )
 
 
 def check_ports(
@@ -138,11 +169,13 @@ def container_on_port(docker: DockerClient) -> Callable[[int], str | None]:
 
 
 def run_preflight(
-    config: StackConfig, docker: DockerClient, own_ports: set[int], probe: PortProbe = port_is_free
+    config: StackConfig, docker: DockerClient, own_ports: set[int], gpu: bool, probe: PortProbe = port_is_free
 ) -> PreflightReport:
-    engine, compose, root = check_engine(docker)
+    facts = check_engine(docker)
     check_ports(config, own_ports, probe, container_on_port(docker))
-    return PreflightReport(engine, compose, check_disk(root))
+    return PreflightReport(
+        facts.version, facts.compose, check_disk(facts.root_dir) + hardware_warnings(config, gpu, facts)
+    )
 
 
 def published_ports_of(states: Iterable[ServiceState]) -> set[int]:
@@ -155,6 +188,3 @@ def published_ports_of(states: Iterable[ServiceState]) -> set[int]:
             if port_text.isdigit():
                 ports.add(int(port_text))
     return ports
-
-
-__all__ = ["DifystackError", "PreflightReport", "docker_error_text", "run_preflight"]
