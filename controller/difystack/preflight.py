@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
-from difystack.compose_runtime import ServiceState, docker_error_text, engine_error
+from difystack.compose_runtime import ServiceState, engine_error
 from difystack.config_model import StackConfig
 from difystack.errors import DifystackError, EngineError
 
