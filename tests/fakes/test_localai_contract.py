@@ -184,7 +184,9 @@ def test_jobs_run_one_at_a_time_and_later_ones_wait_queued(tmp_path: Path) -> No
 
         deadline = time.monotonic() + 15
         while True:
-            statuses = [client.get(f"/models/jobs/{job}").json() for job in (first, second)]
+            # One request, so both statuses are read at the same instant.
+            snapshot = client.get("/models/jobs").json()
+            statuses = [snapshot[first], snapshot[second]]
             assert not all(running(status) for status in statuses), statuses
             if all(status["processed"] for status in statuses):
                 break
