@@ -554,13 +554,7 @@ class DifyConsole(HttpClient):
     ) -> None:
         """Add a credential (>= 1.8); the model's first one also adds the model and makes it active."""
         self._require(CREDENTIALS_API_SINCE, "the model-credential API")
-        body: dict[str, Any] = {
-            "model": model,
-            "model_type": model_type,
-            "credentials": require_string_credentials(credentials, model),
-        }
-        if name:
-            body["name"] = name
+        body = _credential_body(model, model_type, credentials, name)
         operation = f"add a credential to {model_type} model {model} ({provider})"
         path = f"{self._models_path(provider)}/credentials"
         self._credential_call(operation, provider, "POST", path, body, ok=(200, 201))
@@ -576,14 +570,7 @@ class DifyConsole(HttpClient):
     ) -> None:
         """Replace a credential's values (a secret sent as ``[__HIDDEN__]`` keeps its stored value)."""
         self._require(CREDENTIALS_API_SINCE, "the model-credential API")
-        body: dict[str, Any] = {
-            "model": model,
-            "model_type": model_type,
-            "credential_id": credential_id,
-            "credentials": require_string_credentials(credentials, model),
-        }
-        if name:
-            body["name"] = name
+        body = _credential_body(model, model_type, credentials, name, credential_id=credential_id)
         operation = f"update credential {credential_id} of {model_type} model {model} ({provider})"
         path = f"{self._models_path(provider)}/credentials"
         self._credential_call(operation, provider, "PUT", path, body, retry=True)
@@ -678,6 +665,22 @@ class DifyConsole(HttpClient):
             json={"model_settings": model_settings},
             retry=True,  # setting the same defaults twice is harmless
         )
+
+
+def _credential_body(
+    model: str,
+    model_type: str,
+    credentials: Mapping[str, str],
+    name: str | None,
+    credential_id: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "model_type": model_type}
+    if credential_id is not None:
+        body["credential_id"] = credential_id
+    body["credentials"] = require_string_credentials(credentials, model)
+    if name:
+        body["name"] = name
+    return body
 
 
 def _dotted(version: Version) -> str:

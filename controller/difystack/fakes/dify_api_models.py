@@ -227,15 +227,7 @@ class ModelProviders:
             if given.get(key) == HIDDEN_VALUE and original and key in original:
                 given[key] = original[key]
         filtered = validate_and_filter(provider.credential_schemas, model_type, given)
-        payload = {
-            "user_id": principal.user_id,
-            "data": {
-                "provider": provider.short_name,
-                "model_type": model_type,
-                "model": model,
-                "credentials": filtered,
-            },
-        }
+        payload = _dispatch_payload(principal, provider, model_type, model, filtered)
         path = f"/plugin/{principal.tenant_id}/dispatch/model/validate_model_credentials"
         try:
             result = await self.daemon.dispatch(path, provider.plugin_id, payload)
@@ -256,15 +248,7 @@ class ModelProviders:
     ) -> dict[str, Any] | None:
         key = json.dumps([provider.provider, model_type, model, credentials], sort_keys=True, default=str)
         if key not in self._schema_cache:
-            payload = {
-                "user_id": principal.user_id,
-                "data": {
-                    "provider": provider.short_name,
-                    "model_type": model_type,
-                    "model": model,
-                    "credentials": credentials,
-                },
-            }
+            payload = _dispatch_payload(principal, provider, model_type, model, credentials)
             path = f"/plugin/{principal.tenant_id}/dispatch/model/schema"
             try:
                 result = await self.daemon.dispatch(path, provider.plugin_id, payload)
@@ -704,3 +688,18 @@ class ModelProviders:
                 Route(f"{models}/credentials/switch", console(self.switch_credential), methods=["POST"])
             )
         return routes
+
+
+def _dispatch_payload(
+    principal: Principal, provider: Provider, model_type: str, model: str, credentials: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The body the api sends the plugin daemon for a model dispatch."""
+    return {
+        "user_id": principal.user_id,
+        "data": {
+            "provider": provider.short_name,
+            "model_type": model_type,
+            "model": model,
+            "credentials": credentials,
+        },
+    }

@@ -144,8 +144,7 @@ class XinferenceRuntime:
 
     async def _validate_llm(self, model: str, credentials: dict[str, Any]) -> None:
         try:
-            if not _valid_model_uid(credentials):
-                raise CredentialsValidateFailedError("model_uid should not contain /, ?, or #")
+            _require_valid_uid(credentials)
             extra = await self.extra_parameter(
                 credentials["server_url"], credentials["model_uid"], credentials.get("api_key", "")
             )
@@ -170,8 +169,7 @@ class XinferenceRuntime:
 
     async def _validate_text_embedding(self, model: str, credentials: dict[str, Any]) -> None:
         try:
-            if not _valid_model_uid(credentials):
-                raise CredentialsValidateFailedError("model_uid should not contain /, ?, or #")
+            _require_valid_uid(credentials)
             server_url = credentials["server_url"]
             model_uid = credentials["model_uid"]
             api_key = credentials.get("api_key")
@@ -201,17 +199,8 @@ class XinferenceRuntime:
 
     async def _validate_rerank(self, model: str, credentials: dict[str, Any]) -> None:
         try:
-            if not _valid_model_uid(credentials):
-                raise CredentialsValidateFailedError("model_uid should not contain /, ?, or #")
-            model_uid = credentials["model_uid"]
-            client = await XinferenceClient.connect(
-                credentials["server_url"].removesuffix("/"), credentials.get("api_key")
-            )
-            description = await client.describe(model_uid)
-            if description.get("model_type") != "rerank":
-                raise InvokeBadRequestError(
-                    "please check model type, the model you want to invoke is not a rerank model"
-                )
+            _require_valid_uid(credentials)
+            client, model_uid = await _connect_checking_type(credentials, "rerank", "rerank")
             body = {
                 "model": model_uid,
                 "documents": RERANK_PROBE_DOCS,
@@ -234,17 +223,8 @@ class XinferenceRuntime:
 
     async def _validate_speech2text(self, model: str, credentials: dict[str, Any]) -> None:
         try:
-            if not _valid_model_uid(credentials):
-                raise CredentialsValidateFailedError("model_uid should not contain /, ?, or #")
-            model_uid = credentials["model_uid"]
-            client = await XinferenceClient.connect(
-                credentials["server_url"].removesuffix("/"), credentials.get("api_key")
-            )
-            description = await client.describe(model_uid)
-            if description.get("model_type") != "audio":
-                raise InvokeBadRequestError(
-                    "please check model type, the model you want to invoke is not a audio model"
-                )
+            _require_valid_uid(credentials)
+            client, model_uid = await _connect_checking_type(credentials, "audio", "audio")
             result = await client.post_multipart(
                 "/v1/audio/transcriptions",
                 {"model": model_uid, "response_format": "verbose_json", "temperature": "0"},
@@ -257,8 +237,7 @@ class XinferenceRuntime:
 
     async def _validate_tts(self, model: str, credentials: dict[str, Any]) -> None:
         try:
-            if not _valid_model_uid(credentials):
-                raise CredentialsValidateFailedError("model_uid should not contain /, ?, or #")
+            _require_valid_uid(credentials)
             extra = await self.extra_parameter(
                 credentials["server_url"], credentials["model_uid"], credentials.get("api_key", "")
             )
@@ -378,3 +357,24 @@ def _detail(response: httpx.Response) -> str:
         kind = "Client" if response.status_code < 500 else "Server"
         return f"{response.status_code} {kind} Error: {response.reason_phrase} for url: {response.url}"
     return "Unknown error"
+
+
+def _require_valid_uid(credentials: Mapping[str, Any]) -> None:
+    if not _valid_model_uid(credentials):
+        raise CredentialsValidateFailedError("model_uid should not contain /, ?, or #")
+
+
+async def _connect_checking_type(
+    credentials: Mapping[str, Any], expected_type: str, label: str
+) -> tuple[XinferenceClient, str]:
+    """Connect and describe the uid; refuse a model of another type, as the plugin does."""
+    model_uid = credentials["model_uid"]
+    client = await XinferenceClient.connect(
+        credentials["server_url"].removesuffix("/"), credentials.get("api_key")
+    )
+    description = await client.describe(model_uid)
+    if description.get("model_type") != expected_type:
+        raise InvokeBadRequestError(
+            f"please check model type, the model you want to invoke is not a {label} model"
+        )
+    return client, model_uid
