@@ -42,6 +42,11 @@ def assert_all_ready(stack: StackUnderTest) -> None:
         assert service["ready"], name
 
 
+def psql(stack: StackUnderTest, sql: str) -> subprocess.CompletedProcess[str]:
+    """Run SQL in the stack's Dify database; unaligned, tuples-only output."""
+    return stack.compose("exec", "-T", "db_postgres", "psql", "-U", "postgres", "-d", "dify", "-tAc", sql)
+
+
 def test_up_status_down_keeps_data_and_down_volumes_removes_it(make_stack) -> None:
     stack: StackUnderTest = make_stack()
     first = stack.cli("up", "--timeout", "300")
@@ -52,18 +57,7 @@ def test_up_status_down_keeps_data_and_down_volumes_removes_it(make_stack) -> No
     assert_all_ready(stack)
 
     # A row in Dify's database, to see whether the volume survives `down`.
-    marker = stack.compose(
-        "exec",
-        "-T",
-        "db_postgres",
-        "psql",
-        "-U",
-        "postgres",
-        "-d",
-        "dify",
-        "-c",
-        "CREATE TABLE difystack_marker (id int); INSERT INTO difystack_marker VALUES (42);",
-    )
+    marker = psql(stack, "CREATE TABLE difystack_marker (id int); INSERT INTO difystack_marker VALUES (42);")
     assert marker.returncode == 0, marker.stderr
     db_volume = f"{stack.name}_db_data"
 
@@ -74,18 +68,7 @@ def test_up_status_down_keeps_data_and_down_volumes_removes_it(make_stack) -> No
 
     again = stack.cli("up", "--timeout", "300")
     assert again.returncode == 0, again.stdout + again.stderr
-    kept = stack.compose(
-        "exec",
-        "-T",
-        "db_postgres",
-        "psql",
-        "-U",
-        "postgres",
-        "-d",
-        "dify",
-        "-tAc",
-        "SELECT id FROM difystack_marker",
-    )
+    kept = psql(stack, "SELECT id FROM difystack_marker")
     assert kept.stdout.strip() == "42", kept.stderr
 
     logs = stack.cli("logs", "xinference", "--tail", "50")

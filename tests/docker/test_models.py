@@ -269,11 +269,7 @@ def test_failures_name_the_step_and_a_rerun_after_the_fix_finishes_the_rest(
 
 
 def stack_env(stack: StackUnderTest) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFYSTACK_")}
-    env["DIFYSTACK_HOME"] = str(stack.root / "home")
-    return env
+    return {**stack_env_plain(), "DIFYSTACK_HOME": str(stack.root / "home")}
 
 
 def test_register_against_servers_started_outside_difystack(make_stack, tmp_path: Path) -> None:
