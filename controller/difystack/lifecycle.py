@@ -169,7 +169,7 @@ class Lifecycle:
         while Dify is still migrating its database).
         """
         states = CachedStates(self.project.states, seed=seed)
-        services = self._services_with_kind()
+        services = self.project.service_kinds()
         targets = container_targets(services, states, timeouts) + endpoint_targets(
             self.stack.config, timeouts
         )
@@ -249,9 +249,6 @@ class Lifecycle:
             hint="fix the cause and run `difystack up` again; finished steps are not redone",
         )
 
-    def _services_with_kind(self) -> dict[str, bool]:
-        return self.project.service_kinds()
-
     def _states_if_any(self) -> list[ServiceState]:
         try:
             return self.project.states()
@@ -308,7 +305,7 @@ class Lifecycle:
     def status(self) -> dict[str, Any]:
         self.project.require_rendered()
         states = self.project.states()
-        one_shot = self._services_with_kind()
+        one_shot = self.project.service_kinds()
         endpoints = stack_endpoints(self.stack.config)
 
         def ready(state: ServiceState) -> bool:

@@ -300,7 +300,7 @@ def test_register_against_servers_started_outside_difystack(make_stack, tmp_path
             httpx.get(f"http://127.0.0.1:{port}/_fake/requests", timeout=10).raise_for_status()
 
         dify = f"http://127.0.0.1:{stack.config['dify']['port']}"
-        result = stack.cli(
+        register = (
             "register",
             "--dify-url",
             dify,
@@ -308,8 +308,8 @@ def test_register_against_servers_started_outside_difystack(make_stack, tmp_path
             f"http://127.0.0.1:{xport}",
             "--localai-url",
             f"http://127.0.0.1:{lport}",
-            timeout=300,
         )
+        result = stack.cli(*register, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "host.docker.internal" in result.stderr  # the note about reaching the host from Dify
         console = dify_console(stack)
@@ -324,16 +324,7 @@ def test_register_against_servers_started_outside_difystack(make_stack, tmp_path
             for e in seen
         ), "Dify's validation did not reach the host's Xinference"
 
-        again = stack.cli(
-            "register",
-            "--dify-url",
-            dify,
-            "--xinference-url",
-            f"http://127.0.0.1:{xport}",
-            "--localai-url",
-            f"http://127.0.0.1:{lport}",
-            timeout=300,
-        )
+        again = stack.cli(*register, timeout=300)
         assert again.returncode == 0 and "0 change(s)" in again.stdout, again.stdout + again.stderr
     finally:
         for server in servers:
