@@ -244,6 +244,41 @@ def standins_build(base_image: str | None, infra: bool, force: bool) -> None:
     click.echo(yaml.safe_dump(describe(overrides), sort_keys=False), nl=False)
 
 
+@standins.command("xinference")
+@click.option(
+    "--base-image",
+    default=None,
+    metavar="IMAGE",
+    help="Image with python3 to build FROM (default: python:3.11-slim, or $DIFYSTACK_STANDIN_BASE).",
+)
+@click.option(
+    "--version", "version", default=None, metavar="X.Y.Z", help="Xinference release (default 4.1.0)."
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="PEM certificates the build's pip trusts (for networks that intercept TLS).",
+)
+@click.option("--force", is_flag=True, help="Rebuild even when the image is up to date.")
+def standins_xinference(
+    base_image: str | None, version: str | None, ca_bundle: Path | None, force: bool
+) -> None:
+    """Build a REAL Xinference image (CPU, two small models baked in) and print the stack-file
+    sections that run it and deploy those models."""
+    import os
+
+    import yaml
+
+    from difystack.standins import DEFAULT_BASE_IMAGE
+    from difystack.xinference_image import DEFAULT_VERSION, XinferenceImageBuilder, stack_snippet
+
+    base = base_image or os.environ.get("DIFYSTACK_STANDIN_BASE") or DEFAULT_BASE_IMAGE
+    builder = XinferenceImageBuilder(progress=lambda message: console.err.print(f"  {escape(message)}"))
+    image = builder.build(base, version or DEFAULT_VERSION, ca_bundle=ca_bundle, force=force)
+    click.echo(yaml.safe_dump(stack_snippet(image), sort_keys=False), nl=False)
+
+
 def _add_model_commands() -> None:
     from difystack.commands.models import models, plan, register
 

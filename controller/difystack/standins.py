@@ -203,7 +203,7 @@ class StandinBuilder:
         self, base_image: str = DEFAULT_BASE_IMAGE, infra: bool = False, force: bool = False
     ) -> dict[str, str]:
         """Build (or reuse) every stand-in; returns service -> image."""
-        base_id = self._base_image_id(base_image)
+        base_id = self.base_image_id(base_image)
         with tempfile.TemporaryDirectory(prefix="difystack-standins-") as tmp:
             work = Path(tmp)
             runtime_hash = self._build_runtime(base_image, base_id, work, force)
@@ -211,7 +211,7 @@ class StandinBuilder:
                 self._build_role(role, base_image, base_id, runtime_hash, work, force)
         return image_overrides(infra)
 
-    def _base_image_id(self, base_image: str) -> str:
+    def base_image_id(self, base_image: str) -> str:
         try:
             if not self.docker.image.exists(base_image):
                 self.progress(f"pulling base image {base_image}")
@@ -227,22 +227,22 @@ class StandinBuilder:
         context = work / RUNTIME
         context.mkdir()
         wheels = context / "wheels"
-        python_tag, machine = self._probe_base(base_image)
+        python_tag, machine = self.probe_base(base_image)
         requirements = fakes_requirements()
         package = Path(__file__).resolve().parent
         shutil.copytree(package, context / "difystack", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         dockerfile = self.renderer.render("standins/runtime.Dockerfile.j2", {"base_image": base_image})
-        digest = _hash(
+        digest = content_hash(
             base_id, python_tag, machine, "\n".join(requirements), dockerfile, _tree_digest(package)
         )
         image = f"{REPOSITORY}/{RUNTIME}:latest"
-        if not force and self._has_hash(image, digest):
+        if not force and self.has_hash(image, digest):
             self.progress(f"{image} is up to date")
             return digest
         self.progress(f"downloading wheels for Python {python_tag} on {machine}")
         download_wheels(requirements, wheels, python_tag, machine)
         (context / "Dockerfile").write_text(dockerfile, encoding="utf-8")
-        self._docker_build(context, image, digest)
+        self.docker_build(context, image, digest)
         return digest
 
     def _build_role(
@@ -258,14 +258,14 @@ class StandinBuilder:
             {"role": role, "base_image": base_image, "runtime_image": f"{REPOSITORY}/{RUNTIME}:latest"},
         )
         scripts = [(context / s).read_text(encoding="utf-8") for s in role.scripts]
-        digest = _hash(base_id if role.infra else runtime_hash, dockerfile, *scripts)
-        if not force and self._has_hash(role.image, digest):
+        digest = content_hash(base_id if role.infra else runtime_hash, dockerfile, *scripts)
+        if not force and self.has_hash(role.image, digest):
             self.progress(f"{role.image} is up to date")
             return
         (context / "Dockerfile").write_text(dockerfile, encoding="utf-8")
-        self._docker_build(context, role.image, digest)
+        self.docker_build(context, role.image, digest)
 
-    def _probe_base(self, base_image: str) -> tuple[str, str]:
+    def probe_base(self, base_image: str) -> tuple[str, str]:
         probe = (
             "import platform, sys; print(f'{sys.version_info[0]}.{sys.version_info[1]} {platform.machine()}')"
         )
@@ -278,13 +278,13 @@ class StandinBuilder:
         python_tag, machine = str(output).split()
         return python_tag, machine
 
-    def _has_hash(self, image: str, digest: str) -> bool:
+    def has_hash(self, image: str, digest: str) -> bool:
         if not self.docker.image.exists(image):
             return False
         labels = self.docker.image.inspect(image).config.labels or {}
         return labels.get(HASH_LABEL) == digest
 
-    def _docker_build(self, context: Path, image: str, digest: str) -> None:
+    def docker_build(self, context: Path, image: str, digest: str) -> None:
         self.progress(f"building {image}")
         try:
             self.docker.legacy_build(context, tags=[image], labels={HASH_LABEL: digest}, quiet=True)
@@ -311,6 +311,17 @@ def fakes_requirements() -> list[str]:
 def download_wheels(requirements: list[str], dest: Path, python_version: str, machine: str) -> None:
     """Fetch Linux wheels for the stand-in's Python, whatever platform difystack runs on."""
     dest.mkdir(parents=True, exist_ok=True)
+    command = pip_download_command(dest, python_version, machine)
+    result = subprocess.run([*command, *requirements], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise DifystackError(
+            f"downloading wheels for the stand-in images failed: {result.stderr.strip()[-800:]}"
+        )
+    (dest / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+
+
+def pip_download_command(dest: Path, python_version: str, machine: str) -> list[str]:
+    """``pip download`` of Linux wheels for an image's CPython (binary only, any host)."""
     arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(
         machine, machine
     )
@@ -332,15 +343,10 @@ def download_wheels(requirements: list[str], dest: Path, python_version: str, ma
     ]
     for platform in platforms:
         command += ["--platform", platform]
-    result = subprocess.run([*command, *requirements], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise DifystackError(
-            f"downloading wheels for the stand-in images failed: {result.stderr.strip()[-800:]}"
-        )
-    (dest / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+    return command
 
 
-def _hash(*parts: str) -> str:
+def content_hash(*parts: str) -> str:
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part.encode("utf-8"))

@@ -12,6 +12,7 @@ from difystack.clients.dify import DifyConsole
 from tests.docker.conftest import StackUnderTest
 
 JOURNAL = "/_fake/requests"
+OUTBOUND = "/_fake/outbound"  # the fake plugin daemon's calls to model servers
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -24,10 +25,10 @@ def published_journal(port: int, clear: bool = False) -> list[dict[str, Any]]:
 
 
 def container_journal(
-    stack: StackUnderTest, service: str, port: int, clear: bool = False
+    stack: StackUnderTest, service: str, port: int, clear: bool = False, path: str = JOURNAL
 ) -> list[dict[str, Any]]:
     method = "DELETE" if clear else "GET"
-    url = f"http://localhost:{port}{JOURNAL}"
+    url = f"http://localhost:{port}{path}"
     code = (
         "import urllib.request, sys; "
         f"r = urllib.request.urlopen(urllib.request.Request('{url}', method='{method}')); "

@@ -1381,9 +1381,14 @@ def test_daemon_dispatch_streams_validation_results(tmp_path: Path, server: Mode
             "model": "qwen",
             "credentials": xinference_credentials(server.url),
         }
+        client.delete("/_fake/outbound")
         first = sse_data(daemon_validate(client, "langgenius/xinference", data))
         assert first["code"] == 0
         assert first["data"]["result"] is True
+        outbound = client.get("/_fake/outbound").json()
+        assert [(e["method"], e["url"], e["status"]) for e in outbound] == [
+            ("GET", f"{server.url}/v1/models/qwen", 200)
+        ]
         assert first["data"]["credentials"]["completion_type"] == "chat"
         assert first["data"]["credentials"]["context_length"] == 32768
 

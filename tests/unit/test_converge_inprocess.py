@@ -20,8 +20,9 @@ from difystack.fakes.dify_api import create_app as create_api
 from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
 from difystack.fakes.localai import create_app as create_localai
 from difystack.fakes.xinference import create_app as create_xinference
-from difystack.reconcile.converge import ConvergeResult
+from difystack.reconcile.converge import Converger, ConvergeResult
 from difystack.reconcile.desired import desired_state
+from difystack.reconcile.inventory import inventory
 from difystack.reconcile.wiring import build_converger
 from difystack.secrets_store import SecretsStore
 from tests.conftest import serve_app
@@ -183,3 +184,40 @@ def test_custom_model_is_registered_from_its_weights_then_launched(servers: Serv
     assert result.verified["xinference/minilm"] == "384-dimensional embeddings"
     again, journal = converge(servers, tmp_path, [custom, "localai.enabled=false"])
     assert again.ok and again.actions == [] and journal.mutating == []
+
+
+def test_plan_and_models_read_an_xinference_with_accounts_through_difystacks_admin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    printed: list[str] = []
+
+    def server_log() -> str:  # the fake prints its setup token like the real server does
+        printed.append(capsys.readouterr().out)
+        return "".join(printed)
+
+    env = {"XINFERENCE_HOME": str(tmp_path / "xh"), "XINFERENCE_AUTH_ADVANCED": "1"}
+    with serve_app(create_xinference(Behaviour(launch_latency=0.1), env)) as url:
+        config = load_config(
+            env={}, assignments=["xinference.auth=true", "localai.enabled=false", "dify.enabled=false"]
+        )
+        endpoints = Endpoints("http://127.0.0.1:9", ServerEndpoint(url, url, external=False), None)
+        secrets = SecretsStore(tmp_path / "state" / "secrets.yaml")
+
+        def converger() -> Converger:
+            built, _ = build_converger(
+                config, endpoints, secrets, tmp_path / "state", tmp_path, xinference_logs=server_log
+            )
+            return built
+
+        before = sorted((a.kind, a.target) for a in converger().plan())
+        assert before == [
+            ("create-admin", "admin"),
+            ("create-api-key", "for Dify"),
+            ("launch", "bge-small-en-v1.5"),
+            ("launch", "qwen2.5-instruct-0.5b"),
+        ]
+        assert {row.server_state for row in inventory(converger())} == {"missing"}
+        result = converger().run()
+        assert result.ok, result.failures
+        assert converger().plan() == []
+        assert {row.server_state for row in inventory(converger())} == {"running"}

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JOURNAL_PATH = "/_fake/requests"
+OUTBOUND_PATH = "/_fake/outbound"
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -34,8 +35,9 @@ class JournalEntry:
 
 
 class RequestJournal:
-    def __init__(self) -> None:
-        self.entries: list[JournalEntry] = []
+    def __init__(self, path: str = JOURNAL_PATH) -> None:
+        self.path = path
+        self.entries: list[Any] = []
 
     def as_json(self) -> list[dict[str, Any]]:
         return [asdict(entry) for entry in self.entries]
@@ -49,9 +51,19 @@ class RequestJournal:
             return Response(status_code=204)
 
         return [
-            Route(JOURNAL_PATH, read, methods=["GET"]),
-            Route(JOURNAL_PATH, clear, methods=["DELETE"]),
+            Route(self.path, read, methods=["GET"]),
+            Route(self.path, clear, methods=["DELETE"]),
         ]
+
+
+@dataclass
+class OutboundEntry:
+    """A call the fake made to another server (e.g. a plugin validating against Xinference)."""
+
+    method: str
+    url: str
+    status: int
+    at: float
 
 
 class JournalMiddleware:
@@ -62,7 +74,7 @@ class JournalMiddleware:
         self.journal = journal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == JOURNAL_PATH:
+        if scope["type"] != "http" or scope["path"] in (JOURNAL_PATH, OUTBOUND_PATH):
             await self.app(scope, receive, send)
             return
         status = 500

@@ -50,9 +50,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
-from difystack.fakes.common import JOURNAL_PATH, JournalMiddleware, RequestJournal, json_body
+from difystack.fakes.common import JOURNAL_PATH, OUTBOUND_PATH, JournalMiddleware, RequestJournal, json_body
 from difystack.fakes.dify_plugin_localai import LocalAIRuntime
-from difystack.fakes.dify_plugin_runtime import GenericRuntime, ModelProviderRuntime, error_type_of
+from difystack.fakes.dify_plugin_runtime import (
+    OUTBOUND,
+    GenericRuntime,
+    ModelProviderRuntime,
+    error_type_of,
+)
 from difystack.fakes.dify_plugin_xinference import XinferenceRuntime
 
 DEFAULT_SERVER_KEY = "lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi"
@@ -558,7 +563,8 @@ class ReadinessGate:
         self.readiness = readiness
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] != JOURNAL_PATH and not self.readiness.ready():
+        journals = (JOURNAL_PATH, OUTBOUND_PATH)
+        if scope["type"] == "http" and scope["path"] not in journals and not self.readiness.ready():
             await JSONResponse({"message": "service is starting"}, status_code=503)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -571,6 +577,7 @@ def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
     prefix = "/plugin/{tenant_id}"
     routes = [
         *journal.routes(),
+        *OUTBOUND.routes(),
         Route("/health/check", daemon.health_check, methods=["GET"]),
         Route(f"{prefix}/management/install/upload/package", keyed(daemon.upload_package), methods=["POST"]),
         Route(

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import functools
 import ssl
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
+
+from difystack.fakes.common import OUTBOUND_PATH, OutboundEntry, RequestJournal
 
 # A valid, silent 8 kHz mono WAV header (the plugins send a bundled demo file).
 DEMO_AUDIO = (
@@ -137,9 +140,22 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()  # built once: loading CA certificates per client is slow
 
 
+# Every call the emulated plugins make, served at GET /_fake/outbound: tests read it to prove
+# that Dify's validation reached the model server (a real one included) and what it answered.
+OUTBOUND = RequestJournal(OUTBOUND_PATH)
+
+
+async def _record_outbound(response: httpx.Response) -> None:
+    request = response.request
+    entry = OutboundEntry(request.method, str(request.url), response.status_code, time.time())
+    OUTBOUND.entries.append(entry)
+
+
 def http_client() -> httpx.AsyncClient:
     # trust_env=False: the plugin subprocess only gets proxies the daemon passes explicitly.
-    return httpx.AsyncClient(trust_env=False, verify=_tls_context())
+    return httpx.AsyncClient(
+        trust_env=False, verify=_tls_context(), event_hooks={"response": [_record_outbound]}
+    )
 
 
 async def get_with_connect_retries(

@@ -179,7 +179,12 @@ class Converger:
         """What a converge run would do now (reads only)."""
         actions: list[Action] = []
         if self.xinference:
-            actions += self.xinference.plan()
+            account = self.open_xinference_for_reading()
+            actions += account
+            if any(action.kind == "create-admin" for action in account):
+                actions += self.xinference.plan_unreadable()
+            else:
+                actions += self.xinference.plan()
         if self.localai:
             actions += self.localai.plan()
         if self.dify:
@@ -225,7 +230,7 @@ class Converger:
         if self.xinference:
             ready = graph.add(XINFERENCE_READY, self._gate_then(XINFERENCE_READY, lambda: None))
             first = ready
-            if self.config.xinference.auth and self.config.xinference.external is None:
+            if self._bootstraps_xinference_accounts():
                 first = graph.add(XINFERENCE_AUTH, self._xinference_auth, after=[ready])
             for deployment in self.desired.xinference:
                 name = xinference_step(deployment)
@@ -346,20 +351,48 @@ class Converger:
             return replace(registration, credentials={**registration.credentials, "api_key": key})
         return registration
 
+    def _bootstraps_xinference_accounts(self) -> bool:
+        return self.config.xinference.auth and self.config.xinference.external is None
+
+    def open_xinference_for_reading(self) -> list[Action]:
+        """For reads (plan, models): log in as difystack's Xinference admin when accounts are on.
+
+        Returns the account steps `up` still has to take; with ``create-admin`` among them the
+        server's models cannot be read yet.
+        """
+        assert self.xinference is not None
+        client = self.xinference.client
+        if not self._bootstraps_xinference_accounts() or not client.auth_enabled():
+            return []
+        if client.setup_status().get("needs_setup"):
+            return [
+                Action("xinference", "create-admin", "admin"),
+                Action("xinference", "create-api-key", "for Dify"),
+            ]
+        self._login_xinference_admin()
+        if not self.secrets.values.get("xinference_api_key"):
+            return [Action("xinference", "create-api-key", "for Dify")]
+        return []
+
+    def _login_xinference_admin(self) -> str:
+        assert self.xinference is not None
+        client = self.xinference.client
+        admin_token = client.login("admin", self.secrets.values["xinference_admin_password"])
+        client.http.headers["Authorization"] = f"Bearer {admin_token}"
+        return admin_token
+
     def _xinference_auth(self) -> None:
         """Xinference >= 3 with accounts on: create the admin once, then an API key for Dify."""
         assert self.xinference is not None
         client = self.xinference.client
         if not client.auth_enabled():
             return
-        password = self.secrets.values["xinference_admin_password"]
         status = client.setup_status()
         if status.get("needs_setup"):
             token = self._setup_token()
-            client.setup_admin(token, "admin", password)
+            client.setup_admin(token, "admin", self.secrets.values["xinference_admin_password"])
             self.log.add(Action("xinference", "create-admin", "admin"))
-        admin_token = client.login("admin", password)
-        client.http.headers["Authorization"] = f"Bearer {admin_token}"
+        admin_token = self._login_xinference_admin()
         if not self.secrets.values.get("xinference_api_key"):
             key = client.create_api_key(admin_token, f"difystack-{self.config.name}")
             self.secrets.values["xinference_api_key"] = key

@@ -37,6 +37,7 @@ def inventory(converger: Converger) -> list[ModelRow]:
         for model_type, (provider, model) in converger.desired.default_models.items()
     }
     dify_states = _dify_states(converger)
+    readable = _xinference_readable(converger)
     rows = []
     for deployment in converger.desired.xinference:
         registration = registrations.get(("xinference", deployment.uid))
@@ -45,7 +46,7 @@ def inventory(converger: Converger) -> list[ModelRow]:
                 "xinference",
                 deployment.uid,
                 deployment.model_type,
-                _xinference_state(converger, deployment.uid),
+                _xinference_state(converger, deployment.uid) if readable else "missing",
                 registration,
                 dify_states,
                 defaults,
@@ -87,6 +88,17 @@ def _row(
         dify_states.get(registration.key, UNREACHABLE),
         defaults.get((registration.provider, registration.model)),
     )
+
+
+def _xinference_readable(converger: Converger) -> bool:
+    """False while Xinference's accounts are on and no admin exists yet (nothing is deployed)."""
+    if converger.xinference is None:
+        return True
+    try:
+        account = converger.open_xinference_for_reading()
+    except HttpError:
+        return True  # reported per model as unreachable
+    return not any(action.kind == "create-admin" for action in account)
 
 
 def _xinference_state(converger: Converger, uid: str) -> str:

@@ -43,6 +43,17 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str
             actions += self.plan_one(deployment)
         return actions
 
+    def plan_unreadable(self) -> list[Action]:
+        """The plan for a server whose contents cannot be read yet (no account to read them)."""
+        actions = []
+        for deployment in self.deployments:
+            if deployment.custom_spec is not None:
+                actions.append(
+                    Action("xinference", "register-custom", deployment.name, _model_uri(deployment))
+                )
+            actions.append(Action("xinference", "launch", deployment.uid, _describe_launch(deployment)))
+        return actions
+
     def plan_one(self, deployment: XinferenceDeployment) -> list[Action]:
         target = deployment.uid
         item = self.running().get(deployment.uid)
@@ -56,12 +67,7 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str
         if deployment.custom_spec is not None:
             if self.client.registration(deployment.model_type, deployment.name) is None:
                 actions.append(
-                    Action(
-                        "xinference",
-                        "register-custom",
-                        deployment.name,
-                        str(deployment.custom_spec["model_specs"][0]["model_uri"]),
-                    )
+                    Action("xinference", "register-custom", deployment.name, _model_uri(deployment))
                 )
         else:
             problem = self._launch_problem(deployment)
@@ -194,6 +200,11 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str
         except HttpError as exc:
             raise StepFailed(step, f"verification call failed: {exc.server_message}") from None
         return "described"
+
+
+def _model_uri(deployment: XinferenceDeployment) -> str:
+    assert deployment.custom_spec is not None
+    return str(deployment.custom_spec["model_specs"][0]["model_uri"])
 
 
 def _describe_launch(deployment: XinferenceDeployment) -> str:

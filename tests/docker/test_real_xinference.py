@@ -1,0 +1,158 @@
+"""The real Xinference profile: the stack's `xinference` service is a REAL Xinference 4.1.0.
+
+Built here by `difystack standins xinference` (CPU torch, two models baked in, no hub). Dify is
+the strict fake, whose plugin daemon validates credentials by calling that real server over
+the compose network; every other service is a stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from difystack.clients.dify import DifyConsole
+from tests.docker.conftest import BASE_IMAGE, StackUnderTest
+from tests.docker.fakes_access import OUTBOUND, container_journal, dify_console, secrets_of
+
+pytestmark = pytest.mark.docker
+
+XINFERENCE = "langgenius/xinference/xinference"
+CHAT, EMBEDDING = "gemma-3-270m", "all-minilm-l6-v2"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+IN_COMPOSE = "http://xinference:9997"
+
+
+@pytest.fixture(scope="session")
+def real_xinference(standin_images: dict[str, str]) -> dict[str, Any]:
+    """The stack-file sections for the real image (built once; reused while its inputs hold)."""
+    from difystack.xinference_image import XinferenceImageBuilder, stack_snippet
+
+    # The host CA bundle lets the build's pip through a TLS-intercepting network (as here).
+    ca_bundle = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
+    image = XinferenceImageBuilder().build(BASE_IMAGE, ca_bundle=ca_bundle)
+    return stack_snippet(image)
+
+
+def real_stack(make_stack: Any, real_xinference: dict[str, Any], auth: bool) -> StackUnderTest:
+    return make_stack(  # type: ignore[no-any-return]
+        images=real_xinference["images"],
+        xinference={"auth": auth, "models": real_xinference["xinference"]["models"]},
+        localai={"enabled": False},
+    )
+
+
+def xinference_api(stack: StackUnderTest, api_key: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.config['xinference']['port']}", headers=headers, timeout=120
+    )
+
+
+def registered_credentials(console: DifyConsole, model: str, model_type: str) -> dict[str, Any]:
+    record = console.model_credentials(XINFERENCE, model, model_type)
+    assert record is not None, f"{model} is not registered in Dify"
+    return dict(record["credentials"])
+
+
+def assert_real_models_answer(api: httpx.Client) -> None:
+    """The models run on the real server and answer real requests."""
+    running = {m["id"]: m for m in api.get("/v1/models").json()["data"]}
+    assert set(running) == {CHAT, EMBEDDING}
+    described = api.get(f"/v1/models/{EMBEDDING}").json()
+    assert (described["model_type"], described["dimensions"]) == ("embedding", 384)
+    vectors = api.post("/v1/embeddings", json={"model": EMBEDDING, "input": ["hello"]}).json()["data"]
+    assert len(vectors[0]["embedding"]) == 384
+    chat = api.post(
+        "/v1/chat/completions",
+        json={"model": CHAT, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+    ).json()
+    assert chat["usage"]["completion_tokens"] >= 1 and chat["choices"][0]["message"]["role"] == "assistant"
+
+
+def assert_registered_from_paths(api: httpx.Client) -> None:
+    assert api.get("/v1/cluster/version").json()["version"] == "4.1.0"  # the real release
+    for name, model_type in ((CHAT, "LLM"), (EMBEDDING, "embedding")):
+        registration = api.get(f"/v1/model_registrations/{model_type}/{name}").json()
+        assert registration["is_builtin"] is False
+
+
+def assert_registered_and_default(stack: StackUnderTest, api_key: str | None) -> None:
+    console = dify_console(stack)
+    for model, model_type in ((CHAT, "llm"), (EMBEDDING, "text-embedding")):
+        held = registered_credentials(console, model, model_type)
+        assert (held["server_url"], held["model_uid"]) == (IN_COMPOSE, model)
+        assert bool(held.get("api_key")) == bool(api_key)
+    assert console.default_model("llm")["model"] == CHAT
+    assert console.default_model("text-embedding")["model"] == EMBEDDING
+
+
+def validation_calls(stack: StackUnderTest) -> list[tuple[str, str, int]]:
+    """What Dify's plugin daemon asked the model server while validating credentials."""
+    entries = container_journal(stack, "plugin_daemon", 5002, path=OUTBOUND)
+    return [(e["method"], e["url"], e["status"]) for e in entries if e["url"].startswith(IN_COMPOSE)]
+
+
+def test_real_xinference_models_are_registered_launched_verified_and_given_to_dify(
+    make_stack, real_xinference
+) -> None:
+    stack = real_stack(make_stack, real_xinference, auth=False)
+    first = stack.cli("up", "--timeout", "900", timeout=1200)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"register-custom    {CHAT}" in first.stdout and f"register-custom    {EMBEDDING}" in first.stdout
+    assert "384-dimensional embeddings" in first.stdout
+
+    with xinference_api(stack) as api:
+        assert_real_models_answer(api)
+        assert_registered_from_paths(api)
+    assert_registered_and_default(stack, api_key=None)
+    calls = validation_calls(stack)
+    assert ("GET", f"{IN_COMPOSE}/v1/models/{CHAT}", 200) in calls
+    assert ("POST", f"{IN_COMPOSE}/v1/embeddings", 200) in calls
+
+    again = stack.cli("up", "--timeout", "300")
+    assert again.returncode == 0 and "changes     none" in again.stdout, again.stdout + again.stderr
+
+    # A restarted Xinference keeps the persisted registrations but forgets running models.
+    restarted = subprocess.run(["docker", "restart", f"{stack.name}-xinference-1"], capture_output=True)
+    assert restarted.returncode == 0, restarted.stderr
+    third = stack.cli("up", "--timeout", "900", timeout=1200)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "register-custom" not in third.stdout
+    assert f"launch             {CHAT}" in third.stdout and f"launch             {EMBEDDING}" in third.stdout
+    with xinference_api(stack) as api:
+        assert {m["id"] for m in api.get("/v1/models").json()["data"]} == {CHAT, EMBEDDING}
+
+
+def test_real_xinference_with_accounts_hands_dify_an_api_key_that_validates(
+    make_stack, real_xinference
+) -> None:
+    stack = real_stack(make_stack, real_xinference, auth=True)
+    first = stack.cli("up", "--timeout", "900", timeout=1200)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "create-admin" in first.stdout and "create-api-key" in first.stdout
+
+    with xinference_api(stack) as anonymous:
+        assert anonymous.get("/v1/models").status_code == 401  # the real server's accounts are on
+    api_key = secrets_of(stack)["xinference_api_key"]
+    with xinference_api(stack, api_key) as api:
+        assert_real_models_answer(api)
+    assert_registered_and_default(stack, api_key=api_key)
+    calls = validation_calls(stack)
+    assert ("GET", f"{IN_COMPOSE}/v1/models/{CHAT}", 200) in calls
+    assert calls and all(status == 200 for _, _, status in calls), json.dumps(calls)
+
+    # Read-only commands log in as difystack's Xinference admin.
+    plan = stack.cli("plan", "--json")
+    assert plan.returncode == 0 and json.loads(plan.stdout) == [], plan.stdout + plan.stderr
+    models = json.loads(stack.cli("models", "--json").stdout)
+    assert {(m["id"], m["server_state"], m["dify_state"]) for m in models} == {
+        (CHAT, "running", "registered"),
+        (EMBEDDING, "running", "registered"),
+    }
+    again = stack.cli("up", "--timeout", "300")
+    assert again.returncode == 0 and "changes     none" in again.stdout, again.stdout + again.stderr
