@@ -53,6 +53,20 @@ def standin_images(docker_engine: None) -> dict[str, str]:
     return StandinBuilder().build(BASE_IMAGE, infra=True)
 
 
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@pytest.fixture(scope="session")
+def real_xinference(standin_images: dict[str, str]) -> dict[str, Any]:
+    """The stack-file sections for the real image (built once; reused while its inputs hold)."""
+    from difystack.xinference_image import XinferenceImageBuilder, stack_snippet
+
+    # The host CA bundle lets the build's pip through a TLS-intercepting network (as here).
+    ca_bundle = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
+    image = XinferenceImageBuilder().build(BASE_IMAGE, ca_bundle=ca_bundle)
+    return stack_snippet(image)
+
+
 def _remove_project(name: str) -> None:
     ids = _run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
     if ids:

@@ -9,33 +9,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from difystack.clients.dify import DifyConsole
-from tests.docker.conftest import BASE_IMAGE, StackUnderTest
+from tests.docker.conftest import StackUnderTest
 from tests.docker.fakes_access import OUTBOUND, container_journal, dify_console, secrets_of
 
 pytestmark = pytest.mark.docker
 
 XINFERENCE = "langgenius/xinference/xinference"
 CHAT, EMBEDDING = "gemma-3-270m", "all-minilm-l6-v2"
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 IN_COMPOSE = "http://xinference:9997"
-
-
-@pytest.fixture(scope="session")
-def real_xinference(standin_images: dict[str, str]) -> dict[str, Any]:
-    """The stack-file sections for the real image (built once; reused while its inputs hold)."""
-    from difystack.xinference_image import XinferenceImageBuilder, stack_snippet
-
-    # The host CA bundle lets the build's pip through a TLS-intercepting network (as here).
-    ca_bundle = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
-    image = XinferenceImageBuilder().build(BASE_IMAGE, ca_bundle=ca_bundle)
-    return stack_snippet(image)
 
 
 def real_stack(make_stack: Any, real_xinference: dict[str, Any], auth: bool) -> StackUnderTest:

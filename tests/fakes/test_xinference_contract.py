@@ -800,13 +800,18 @@ def test_inference_errors(tmp_path: Path) -> None:
         unknown_chat = client.post("/v1/chat/completions", json={"model": "nope", "messages": []})
         assert unknown_chat.status_code == 404
 
+        # 4.1.0 answers both mix-ups with a 500 (seen on the real server).
         wrong_kind = client.post("/v1/embeddings", json={"model": "qwen", "input": "x"})
-        assert wrong_kind.status_code == 400
-        assert "qwen" in detail(wrong_kind)
+        assert wrong_kind.status_code == 500
+        assert actor_detail(wrong_kind).startswith("Model ") and "model_format=" in actor_detail(wrong_kind)
+        assert actor_detail(wrong_kind).endswith(" is not for creating embedding.")
         chat_on_embedding = client.post(
             "/v1/chat/completions", json={"model": "emb", "messages": [{"role": "user", "content": "x"}]}
         )
-        assert chat_on_embedding.status_code == 400
+        assert chat_on_embedding.status_code == 500
+        assert detail(chat_on_embedding) == (
+            "The chat completion request failed. Check the server logs for details."
+        )
 
         failing = client.post("/v1/embeddings", json={"model": "broken", "input": "x"})
         assert failing.status_code == 500

@@ -493,7 +493,30 @@ def _normalized_spec(
     if model_type == LLM:
         spec["model_file_name_split_template"] = raw.get("model_file_name_split_template")
         spec["quantization_parts"] = raw.get("quantization_parts")
+        # 4.1.0's LLM spec model, in its field order (its errors print specs as key=value pairs).
+        return {key: spec.get(key, raw.get(key)) for key in LLM_SPEC_FIELDS}
     return spec
+
+
+LLM_SPEC_FIELDS = (
+    "model_metadata",
+    "model_format",
+    "model_size_in_billions",
+    "quantization",
+    "multimodal_projectors",
+    "model_id",
+    "model_file_name_template",
+    "model_file_name_split_template",
+    "quantization_parts",
+    "model_hub",
+    "model_uri",
+    "model_revision",
+    "activated_size_in_billions",
+    "draft_model_id",
+    "draft_model_file_name_template",
+    "draft_quantizations",
+    "draft_model_revision",
+)
 
 
 def parse_custom_spec(model_type: str, text: Any) -> dict[str, Any]:
@@ -547,10 +570,12 @@ def _normalized_llm(data: Mapping[str, Any], specs: list[dict[str, Any]]) -> dic
         "chat_template": data.get("chat_template"),
         "stop_token_ids": data.get("stop_token_ids"),
         "stop": data.get("stop"),
+        "architectures": data.get("architectures"),
         "reasoning_start_tag": data.get("reasoning_start_tag"),
         "reasoning_end_tag": data.get("reasoning_end_tag"),
         "cache_config": data.get("cache_config"),
         "virtualenv": data.get("virtualenv"),
+        "tool_parser": data.get("tool_parser"),
     }
     # A chat model without its own template borrows the built-in family's template and stops.
     parent = BUILTIN_FAMILIES[LLM].get(str(family["model_family"]))
@@ -792,6 +817,30 @@ class ModelInstance:
         self.events.append({"event_type": event_type, "event_ts": int(time.time()), "event_content": content})
 
 
+STAGE_INFO = {"downloading": "Downloading model", "loading": "Loading model"}
+
+
+def spec_repr(spec: Mapping[str, Any]) -> str:
+    """How 4.1.0 prints a model spec in its errors (pydantic's repr: ``key=value`` pairs)."""
+    return " ".join(f"{key}={value!r}" for key, value in spec.items())
+
+
+def llama_cpp_timings(prompt_tokens: int, predicted_tokens: int) -> dict[str, Any]:
+    """The ``timings`` block llama.cpp adds to chat completions (figures from a 2-core CPU run)."""
+    prompt_ms, predicted_ms = 4.2 * prompt_tokens, 13.9 * predicted_tokens
+    return {
+        "cache_n": 0,
+        "prompt_n": prompt_tokens,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / max(prompt_tokens, 1),
+        "prompt_per_second": 1000 * prompt_tokens / prompt_ms if prompt_ms else 0.0,
+        "predicted_n": predicted_tokens,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / max(predicted_tokens, 1),
+        "predicted_per_second": 1000 * predicted_tokens / predicted_ms if predicted_ms else 0.0,
+    }
+
+
 def describe(instance: ModelInstance) -> dict[str, Any]:
     """``GET /v1/models/{uid}`` for a loaded model (field order as the real server)."""
     plan = instance.plan
@@ -888,6 +937,37 @@ def _password_hash(password: str, salt: str) -> str:
     return hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), 20_000).hex()
 
 
+KEY_ALPHABET = string.ascii_letters + string.digits
+# The scopes 4.1.0 puts in an admin's access token.
+ADMIN_SCOPES = (
+    "admin",
+    "cache:delete",
+    "cache:list",
+    "keys:create",
+    "keys:manage",
+    "logs:list",
+    "model_requests:read_body",
+    "models:list",
+    "models:read",
+    "models:register",
+    "models:write",
+    "monitor:view",
+    "routers:list",
+    "routers:operate",
+    "routers:read",
+    "routers:write",
+    "settings:read",
+    "settings:write",
+    "users:manage",
+    "virtualenv:delete",
+    "virtualenv:list",
+)
+
+
+def _compact_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 class AuthStore:
     """SQLite-backed accounts, API keys and secrets, like the real ``auth.db``."""
 
@@ -959,7 +1039,7 @@ class AuthStore:
         return int(row[0])
 
     def create_key(self, name: str, user_id: int, expires_at: str | None) -> dict[str, Any]:
-        key = "xf-" + secrets.token_urlsafe(24)
+        key = "xf-" + "".join(secrets.choice(KEY_ALPHABET) for _ in range(48))
         prefix = key[:7]
         with self._db() as db:
             cursor = db.execute(
@@ -979,10 +1059,25 @@ class AuthStore:
     def list_keys(self) -> list[dict[str, Any]]:
         with self._db() as db:
             rows = db.execute(
-                "SELECT id, name, prefix, created_at, expires_at FROM api_keys ORDER BY id"
+                "SELECT k.id, k.user_id, u.username, k.prefix, k.name, k.created_at, k.expires_at"
+                " FROM api_keys k LEFT JOIN users u ON u.id = k.user_id ORDER BY k.id"
             ).fetchall()
         return [
-            {"id": r[0], "name": r[1], "prefix": r[2], "created_at": r[3], "expires_at": r[4]} for r in rows
+            {
+                "id": key_id,
+                "user_id": user_id,
+                "owner_username": owner,
+                "key_prefix": prefix,
+                "name": name,
+                "description": None,
+                "enabled": True,
+                "expires_at": expires_at,
+                "model_permissions": [
+                    {"id": key_id, "api_key_id": key_id, "permission_type": "all", "permission_value": None}
+                ],
+                "created_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created_at)),
+            }
+            for key_id, user_id, owner, prefix, name, created_at, expires_at in rows
         ]
 
     def delete_key(self, key_id: int) -> bool:
@@ -993,11 +1088,13 @@ class AuthStore:
         header = {"alg": "HS256", "typ": "JWT"}
         claims = {
             "sub": username,
-            "scopes": ["admin"],
-            "type": token_type,
+            "user_id": self.user_id(username),
+            "scopes": list(ADMIN_SCOPES),
+            "token_version": 0,
             "exp": int(time.time()) + lifetime_seconds,
+            "type": token_type,
         }
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signing_input = f"{_b64url(_compact_json(header))}.{_b64url(_compact_json(claims))}"
         signature = hmac.new(self.jwt_secret.encode(), signing_input.encode(), hashlib.sha256).digest()
         return f"{signing_input}.{_b64url(signature)}"
 
@@ -1544,24 +1641,47 @@ class FakeXinference:
             "instance_created_ts": instance.created_ts,
             "n_worker": 1,
             "replica_statuses": [
-                {"replica_id": f"{instance.uid}-rep{i}", "status": instance.status.value}
+                {
+                    "replica_id": i,
+                    "replica_model_uid": f"{instance.uid}-rep{i}",
+                    "worker_address": self.worker_address,
+                    "status": instance.status.value,
+                    "model_state": "ready" if instance.status is Status.READY else "",
+                    "created_ts": instance.created_ts,
+                    "error_message": str(instance.failure.detail) if instance.failure else None,
+                    "replica_uid": None,
+                    "gpu_idx": None,
+                }
                 for i in range(instance.request.replica)
             ],
         }
 
     async def launch_progress(self, request: Request) -> Response:
         uid = request.path_params["model_uid"]
-        progress, stage = self._progress(self.instances.get(uid))
-        replicas = [{"replica_id": f"{uid}-rep0", "progress": progress, "stage": stage}]
+        instance = self.instances.get(uid)
+        progress, stage = self._progress(instance)
+        replica = {
+            "replica_id": 0,
+            "replica_model_uid": f"{uid}-rep0",
+            "progress": progress,
+            "stage": stage,
+            "info": STAGE_INFO.get(stage, ""),
+            "updated_at": float(instance.created_ts) if instance else time.time(),
+            "download_files": [],
+            "dependency_install_completed": None,
+            "dependency_install_total": None,
+            "dependency_install_plan": None,
+            "dependency_install_status": "skipped",
+        }
         return JSONResponse(
-            {"progress": progress, "stage": stage, "download_files": [], "replicas": replicas}
+            {"progress": progress, "stage": stage, "download_files": [], "replicas": [replica]}
         )
 
     def _progress(self, instance: ModelInstance | None) -> tuple[float, str]:
         if instance is None or instance.status in (Status.CREATING, Status.ERROR):
             return 0.0, "pending"
         if instance.status is Status.READY:
-            return 1.0, "launching"
+            return 1.0, "loading"  # 4.1.0 keeps the last stage once the model is ready
         latency = self.behaviour.launch_latency or 1.0
         elapsed = time.monotonic() - (instance.loading_since or time.monotonic())
         fraction = round(min(0.99, elapsed / latency), 3)
@@ -1584,10 +1704,16 @@ class FakeXinference:
             )
         model_type = instance.request.model_type
         if kind == EMBEDDING and model_type != EMBEDDING:
-            raise ApiError(400, f"Model {instance.uid} is not an embedding model (model_type: {model_type}).")
+            assert instance.plan is not None
+            raise self.actor_error(
+                500, f"Model {spec_repr(instance.plan.spec)} is not for creating embedding."
+            )
         if kind == RERANK and model_type != RERANK:
             raise ApiError(400, f"Model {instance.uid} is not a rerank model (model_type: {model_type}).")
-        if kind in ("chat", "generate") and model_type != LLM:
+        if kind == "chat" and model_type != LLM:
+            # 4.1.0 logs the real cause and answers with this generic text.
+            raise ApiError(500, "The chat completion request failed. Check the server logs for details.")
+        if kind == "generate" and model_type != LLM:
             raise ApiError(400, f"Model {instance.uid} is not a LLM (model_type: {model_type}).")
         if kind == "chat" and "chat" not in describe(instance)["model_ability"]:
             raise ApiError(400, f"Model {instance.uid} does not support chat.")
@@ -1653,7 +1779,10 @@ class FakeXinference:
             )
         message = {"role": "assistant", "content": " ".join(words)}
         choice = {"finish_reason": finish, "index": 0, "message": message}
-        return JSONResponse({"choices": [choice], **common, "object": "chat.completion", "usage": usage})
+        answer = {"choices": [choice], **common, "object": "chat.completion", "usage": usage}
+        if instance.plan is not None and instance.plan.engine == "llama.cpp":
+            answer["timings"] = llama_cpp_timings(prompt_tokens, len(words))
+        return JSONResponse(answer)
 
     @staticmethod
     def _check_system_first(instance: ModelInstance, messages: list[Any]) -> None:
@@ -1772,7 +1901,7 @@ class FakeXinference:
         if not hmac.compare_digest(body["setup_token"], store.setup_token()):
             raise ApiError(403, "Invalid setup token.")
         if len(body["password"]) < PASSWORD_MIN_LENGTH:
-            raise ApiError(400, f"Password must be at least {PASSWORD_MIN_LENGTH} characters long.")
+            raise ApiError(400, f"Password must be at least {PASSWORD_MIN_LENGTH} characters")
         user_id = store.create_first_account(body["username"], body["password"])
         return JSONResponse({"id": user_id, "username": body["username"]}, status_code=201)
 
@@ -1794,7 +1923,6 @@ class FakeXinference:
             "access_token": store.issue_token(username, "access", self.token_minutes * 60),
             "refresh_token": store.issue_token(username, "refresh", 7 * 24 * 3600),
             "token_type": "bearer",
-            "expires_in": self.token_minutes * 60,
         }
 
     async def refresh(self, request: Request) -> Response:
