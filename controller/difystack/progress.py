@@ -52,6 +52,7 @@ class WaitView:
         self.console = console
         self.title = title
         self.rows: dict[str, WaitStatus] = {}
+        self._name_width = 28  # grows with the longest name seen, so later lines stay aligned
         self._lock = threading.Lock()
         self._live: Live | None = None
 
@@ -65,8 +66,10 @@ class WaitView:
 
     def _print_line(self, status: WaitStatus) -> None:
         style = STATE_STYLE.get(status.state, "")
+        self._name_width = max(self._name_width, len(status.name))
+        name = escape(status.name) + " " * (self._name_width - len(status.name))
         self.console.print(
-            f"  {escape(status.name):<28} [{style}]{status.state:<9}[/] {status.elapsed:6.1f}s  "
+            f"  {name} [{style}]{status.state:<9}[/] {status.elapsed:6.1f}s  "
             f"{escape(status.detail)}",
             soft_wrap=True,
         )

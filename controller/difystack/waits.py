@@ -53,6 +53,9 @@ class HttpWait(WaitStrategy):
             return Probe(False, "connection refused")
         except httpx.TimeoutException:
             return Probe(False, "no answer (timeout)")
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # A published port accepts connections before the server behind it answers.
+            return Probe(False, "not answering yet (connection closed)")
         except httpx.HTTPError as exc:
             return Probe(False, f"{exc.__class__.__name__}")
         ready, detail = self.accept(response)

@@ -153,3 +153,24 @@ def test_one_failure_cancels_the_others() -> None:
     statuses = WaitGroup([failing, waiting]).run()
     assert statuses["api"].state == "failed"
     assert statuses["web"].state == "cancelled"
+
+
+def test_http_wait_names_a_port_that_accepts_but_does_not_answer_yet() -> None:
+    import socket
+
+    from difystack.waits import HttpWait
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def close_each_connection() -> None:
+            connection, _ = listener.accept()
+            connection.close()
+
+        closer = threading.Thread(target=close_each_connection)
+        closer.start()
+        probe = HttpWait(f"http://127.0.0.1:{port}/status", timeout=5).probe()
+        closer.join()
+    assert probe == Probe(False, "not answering yet (connection closed)")
