@@ -69,8 +69,7 @@ class WaitView:
         self._name_width = max(self._name_width, len(status.name))
         name = escape(status.name) + " " * (self._name_width - len(status.name))
         self.console.print(
-            f"  {name} [{style}]{status.state:<9}[/] {status.elapsed:6.1f}s  "
-            f"{escape(status.detail)}",
+            f"  {name} [{style}]{status.state:<9}[/] {status.elapsed:6.1f}s  {escape(status.detail)}",
             soft_wrap=True,
         )
 
