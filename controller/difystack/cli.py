@@ -212,18 +212,21 @@ def show_config(config_file: Path | None, assignments: tuple[str, ...]) -> None:
     click.echo(yaml.safe_dump(stack.config.model_dump(mode="json", by_alias=True), sort_keys=False))
 
 
+base_image_option = click.option(
+    "--base-image",
+    default=None,
+    metavar="IMAGE",
+    help="Image with python3 to build FROM (default: python:3.11-slim, or $DIFYSTACK_STANDIN_BASE).",
+)
+
+
 @cli.group()
 def standins() -> None:
     """Locally built images that stand in for images that cannot be pulled (tests, CI, offline)."""
 
 
 @standins.command("build")
-@click.option(
-    "--base-image",
-    default=None,
-    metavar="IMAGE",
-    help="Image with python3 to build FROM (default: python:3.11-slim, or $DIFYSTACK_STANDIN_BASE).",
-)
+@base_image_option
 @click.option(
     "--infra",
     is_flag=True,
@@ -232,25 +235,17 @@ def standins() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even when the images are up to date.")
 def standins_build(base_image: str | None, infra: bool, force: bool) -> None:
     """Build the stand-in images and print the `images:` section that uses them."""
-    import os
-
     import yaml
 
-    from difystack.standins import DEFAULT_BASE_IMAGE, StandinBuilder, describe
+    from difystack.standins import StandinBuilder, describe
 
-    base = base_image or os.environ.get("DIFYSTACK_STANDIN_BASE") or DEFAULT_BASE_IMAGE
     builder = StandinBuilder(progress=lambda message: console.err.print(f"  {escape(message)}"))
-    overrides = builder.build(base, infra=infra, force=force)
+    overrides = builder.build(_standin_base(base_image), infra=infra, force=force)
     click.echo(yaml.safe_dump(describe(overrides), sort_keys=False), nl=False)
 
 
 @standins.command("xinference")
-@click.option(
-    "--base-image",
-    default=None,
-    metavar="IMAGE",
-    help="Image with python3 to build FROM (default: python:3.11-slim, or $DIFYSTACK_STANDIN_BASE).",
-)
+@base_image_option
 @click.option(
     "--version", "version", default=None, metavar="X.Y.Z", help="Xinference release (default 4.1.0)."
 )
@@ -266,17 +261,23 @@ def standins_xinference(
 ) -> None:
     """Build a REAL Xinference image (CPU, two small models baked in) and print the stack-file
     sections that run it and deploy those models."""
-    import os
-
     import yaml
 
-    from difystack.standins import DEFAULT_BASE_IMAGE
     from difystack.xinference_image import DEFAULT_VERSION, XinferenceImageBuilder, stack_snippet
 
-    base = base_image or os.environ.get("DIFYSTACK_STANDIN_BASE") or DEFAULT_BASE_IMAGE
     builder = XinferenceImageBuilder(progress=lambda message: console.err.print(f"  {escape(message)}"))
-    image = builder.build(base, version or DEFAULT_VERSION, ca_bundle=ca_bundle, force=force)
+    image = builder.build(
+        _standin_base(base_image), version or DEFAULT_VERSION, ca_bundle=ca_bundle, force=force
+    )
     click.echo(yaml.safe_dump(stack_snippet(image), sort_keys=False), nl=False)
+
+
+def _standin_base(base_image: str | None) -> str:
+    import os
+
+    from difystack.standins import DEFAULT_BASE_IMAGE
+
+    return base_image or os.environ.get("DIFYSTACK_STANDIN_BASE") or DEFAULT_BASE_IMAGE
 
 
 def _add_model_commands() -> None:

@@ -25,12 +25,21 @@ CHAT, EMBEDDING = "gemma-3-270m", "all-minilm-l6-v2"
 IN_COMPOSE = "http://xinference:9997"
 
 
-def real_stack(make_stack: Any, real_xinference: dict[str, Any], auth: bool) -> StackUnderTest:
-    return make_stack(  # type: ignore[no-any-return]
+def up_real_stack(make_stack: Any, real_xinference: dict[str, Any], auth: bool) -> tuple[StackUnderTest, str]:
+    """A fresh stack whose `xinference` is the real image, brought up once; returns its output."""
+    stack: StackUnderTest = make_stack(
         images=real_xinference["images"],
         xinference={"auth": auth, "models": real_xinference["xinference"]["models"]},
         localai={"enabled": False},
     )
+    first = stack.cli("up", "--timeout", "900", timeout=1200)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return stack, first.stdout
+
+
+def assert_up_again_changes_nothing(stack: StackUnderTest) -> None:
+    again = stack.cli("up", "--timeout", "300")
+    assert again.returncode == 0 and "changes     none" in again.stdout, again.stdout + again.stderr
 
 
 def xinference_api(stack: StackUnderTest, api_key: str | None = None) -> httpx.Client:
@@ -87,11 +96,9 @@ def validation_calls(stack: StackUnderTest) -> list[tuple[str, str, int]]:
 def test_real_xinference_models_are_registered_launched_verified_and_given_to_dify(
     make_stack, real_xinference
 ) -> None:
-    stack = real_stack(make_stack, real_xinference, auth=False)
-    first = stack.cli("up", "--timeout", "900", timeout=1200)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert f"register-custom    {CHAT}" in first.stdout and f"register-custom    {EMBEDDING}" in first.stdout
-    assert "384-dimensional embeddings" in first.stdout
+    stack, output = up_real_stack(make_stack, real_xinference, auth=False)
+    assert f"register-custom    {CHAT}" in output and f"register-custom    {EMBEDDING}" in output
+    assert "384-dimensional embeddings" in output
 
     with xinference_api(stack) as api:
         assert_real_models_answer(api)
@@ -101,8 +108,7 @@ def test_real_xinference_models_are_registered_launched_verified_and_given_to_di
     assert ("GET", f"{IN_COMPOSE}/v1/models/{CHAT}", 200) in calls
     assert ("POST", f"{IN_COMPOSE}/v1/embeddings", 200) in calls
 
-    again = stack.cli("up", "--timeout", "300")
-    assert again.returncode == 0 and "changes     none" in again.stdout, again.stdout + again.stderr
+    assert_up_again_changes_nothing(stack)
 
     # A restarted Xinference keeps the persisted registrations but forgets running models.
     restarted = subprocess.run(["docker", "restart", f"{stack.name}-xinference-1"], capture_output=True)
@@ -118,10 +124,8 @@ def test_real_xinference_models_are_registered_launched_verified_and_given_to_di
 def test_real_xinference_with_accounts_hands_dify_an_api_key_that_validates(
     make_stack, real_xinference
 ) -> None:
-    stack = real_stack(make_stack, real_xinference, auth=True)
-    first = stack.cli("up", "--timeout", "900", timeout=1200)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "create-admin" in first.stdout and "create-api-key" in first.stdout
+    stack, output = up_real_stack(make_stack, real_xinference, auth=True)
+    assert "create-admin" in output and "create-api-key" in output
 
     with xinference_api(stack) as anonymous:
         assert anonymous.get("/v1/models").status_code == 401  # the real server's accounts are on
@@ -141,5 +145,4 @@ def test_real_xinference_with_accounts_hands_dify_an_api_key_that_validates(
         (CHAT, "running", "registered"),
         (EMBEDDING, "running", "registered"),
     }
-    again = stack.cli("up", "--timeout", "300")
-    assert again.returncode == 0 and "changes     none" in again.stdout, again.stdout + again.stderr
+    assert_up_again_changes_nothing(stack)

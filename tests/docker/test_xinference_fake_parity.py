@@ -1,9 +1,10 @@
 """The fake Xinference against the real one: the same calls, the same answers.
 
 Every call below goes to a real Xinference 4.1.0 (the image of `difystack standins xinference`)
-and to the fake served in-process. Status codes must be equal; JSON bodies must have the same
-structure (keys and value types), and error texts must be equal once addresses, pids and the
-model paths (which differ between the two) are put aside. A difference names the call.
+and to the fake served in-process; registrations and launches are exactly what difystack sends.
+Status codes must be equal; JSON bodies must have the same structure (keys and value types),
+and error texts must be equal once addresses, pids and the model paths (which differ between
+the two) are put aside. A difference names the call.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from typing import Any
 import httpx
 import pytest
 
+from difystack.config_model import XinferenceModel
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.xinference import create_app as create_fake_xinference
+from difystack.reconcile.desired import XinferenceDeployment, xinference_deployment
+from difystack.xinference_image import CHAT, EMBEDDING, GGUF_FILE
 from tests.conftest import free_port, serve_app
 
 pytestmark = pytest.mark.docker
 
-GGUF = "gemma-3-270m-q4_k_m.gguf"
 REAL_WEIGHTS = ("/models/all-minilm-l6-v2", "/models/gemma-3-270m")
 Answer = tuple[str, str, int, Any]
 
@@ -87,59 +90,20 @@ def fake_weights(root: Path) -> tuple[str, str]:
     embedding.mkdir(parents=True)
     chat.mkdir()
     (embedding / "config.json").write_text("{}")
-    (chat / GGUF).write_bytes(b"GGUF")
+    (chat / GGUF_FILE).write_bytes(b"GGUF")
     return str(embedding), str(chat)
 
 
-def embedding_spec(path: str) -> dict[str, Any]:
-    return {
-        "version": 2,
-        "model_name": "p-minilm",
-        "dimensions": 384,
-        "max_tokens": 256,
-        "language": ["en"],
-        "model_specs": [
-            {
-                "model_format": "pytorch",
-                "model_id": None,
-                "model_uri": f"file://{path}",
-                "quantization": "none",
-            }
-        ],
-    }
+def deployments(weights: tuple[str, str]) -> tuple[XinferenceDeployment, XinferenceDeployment]:
+    """What difystack sends for the image's two models (embedding, chat), weights at ``weights``."""
+    made = []
+    for model, path in zip((EMBEDDING, CHAT), weights, strict=True):
+        entry = {**model.entry, "custom": {**model.entry["custom"], "server_path": path}}
+        made.append(xinference_deployment(XinferenceModel.model_validate(entry), 0, Path("/")))
+    return made[0], made[1]
 
 
-def chat_spec(path: str) -> dict[str, Any]:
-    return {
-        "version": 2,
-        "context_length": 2048,
-        "model_name": "p-gemma",
-        "model_lang": ["en"],
-        "model_ability": ["generate", "chat"],
-        "model_family": "gemma-3-1b-it",
-        "model_specs": [
-            {
-                "model_format": "ggufv2",
-                "model_size_in_billions": "0_27",
-                "quantization": "Q4_K_M",
-                "model_id": None,
-                "model_file_name_template": GGUF,
-                "model_uri": f"file://{path}",
-            }
-        ],
-    }
-
-
-CHAT_LAUNCH = {
-    "model_uid": "pl",
-    "model_name": "p-gemma",
-    "model_type": "LLM",
-    "model_engine": "llama.cpp",
-    "model_format": "ggufv2",
-    "model_size_in_billions": "0_27",
-    "quantization": "Q4_K_M",
-}
-EMBEDDING_LAUNCH = {"model_uid": "pe", "model_name": "p-minilm", "model_type": "embedding"}
+E, C = EMBEDDING.entry["uid"], CHAT.entry["uid"]
 
 
 def models_session(url: str, weights: tuple[str, str]) -> list[Answer]:
@@ -151,32 +115,33 @@ def models_session(url: str, weights: tuple[str, str]) -> list[Answer]:
             response = client.request(method, path, json=body)
             answers.append((method, path, response.status_code, _json(response)))
 
+        embedding, chat = deployments(weights)
         call("GET", "/v1/models/nope")
-        call("POST", "/v1/model_registrations/embedding", _registration(embedding_spec(weights[0])))
-        call("POST", "/v1/model_registrations/LLM", _registration(chat_spec(weights[1])))
-        call("POST", "/v1/model_registrations/LLM", _registration(chat_spec(weights[1])))
-        call("GET", "/v1/model_registrations/embedding/p-minilm")
-        call("GET", "/v1/model_registrations/LLM/p-gemma")
+        call("POST", "/v1/model_registrations/embedding", _registration(embedding))
+        call("POST", "/v1/model_registrations/LLM", _registration(chat))
+        call("POST", "/v1/model_registrations/LLM", _registration(chat))
+        call("GET", f"/v1/model_registrations/embedding/{E}")
+        call("GET", f"/v1/model_registrations/LLM/{C}")
         call("GET", "/v1/model_registrations/LLM/ghost")
-        call("GET", "/v1/engines/LLM/p-gemma")
-        call("POST", "/v1/models", EMBEDDING_LAUNCH)
-        call("POST", "/v1/models", CHAT_LAUNCH)
-        call("POST", "/v1/models", EMBEDDING_LAUNCH)
-        call("GET", "/v1/models/instances?model_uid=pe")
+        call("GET", f"/v1/engines/LLM/{C}")
+        call("POST", "/v1/models", embedding.launch)
+        call("POST", "/v1/models", chat.launch)
+        call("POST", "/v1/models", embedding.launch)
+        call("GET", f"/v1/models/instances?model_uid={E}")
         call("GET", "/v1/models")
-        call("GET", "/v1/models/pe")
-        call("GET", "/v1/models/pl")
-        call("GET", "/v1/models/pl/progress")
-        call("GET", "/v1/models/pl/events")
-        call("POST", "/v1/embeddings", {"model": "pe", "input": ["hello"]})
-        chat = {"model": "pl", "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 8}
-        call("POST", "/v1/chat/completions", chat)
-        call("POST", "/v1/chat/completions", {**chat, "model": "pe"})
-        call("POST", "/v1/embeddings", {"model": "pl", "input": ["hello"]})
+        call("GET", f"/v1/models/{E}")
+        call("GET", f"/v1/models/{C}")
+        call("GET", f"/v1/models/{C}/progress")
+        call("GET", f"/v1/models/{C}/events")
+        call("POST", "/v1/embeddings", {"model": E, "input": ["hello"]})
+        ask = {"model": C, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 8}
+        call("POST", "/v1/chat/completions", ask)
+        call("POST", "/v1/chat/completions", {**ask, "model": E})
+        call("POST", "/v1/embeddings", {"model": C, "input": ["hello"]})
         call("POST", "/v1/embeddings", {"model": "nope", "input": ["hello"]})
         call("GET", "/v1/cluster/auth")
-        call("DELETE", "/v1/models/pe")
-        call("GET", "/v1/models/pe")
+        call("DELETE", f"/v1/models/{E}")
+        call("GET", f"/v1/models/{E}")
     return answers
 
 
@@ -208,15 +173,15 @@ def accounts_session(url: str, setup_token: Callable[[], str]) -> list[Answer]:
         call("GET", "/v1/models/nope", None, key)
         call("GET", "/v1/model_registrations/embedding", None, key)
         call("GET", "/v1/cluster/version", None, key)
-        call("POST", "/v1/models", EMBEDDING_LAUNCH, key)
+        call("POST", "/v1/models", {"model_uid": E, "model_name": E, "model_type": "embedding"}, key)
         call("GET", "/v1/cluster/version", None, admin)
         call("GET", "/v1/models", None, "xf-wrong")
         call("GET", "/v1/models", None, "not-a-token")
     return answers
 
 
-def _registration(spec: dict[str, Any]) -> dict[str, Any]:
-    return {"model": json.dumps(spec), "persist": True}
+def _registration(deployment: XinferenceDeployment) -> dict[str, Any]:
+    return {"model": json.dumps(deployment.custom_spec), "persist": True}
 
 
 def _json(response: httpx.Response) -> Any:
