@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from difystack.clients.http import CallJournal
+from difystack.clients.results import Completion
 from difystack.config_loader import load_config
 from difystack.endpoints import Endpoints, ServerEndpoint
 from difystack.fakes.behaviour import Behaviour
@@ -23,7 +24,9 @@ from difystack.fakes.xinference import create_app as create_xinference
 from difystack.reconcile.converge import Converger, ConvergeResult
 from difystack.reconcile.desired import desired_state
 from difystack.reconcile.inventory import inventory
+from difystack.reconcile.report import StepFailed
 from difystack.reconcile.wiring import build_converger
+from difystack.reconcile.xinference_part import XinferencePart
 from difystack.secrets_store import SecretsStore
 from tests.conftest import serve_app
 
@@ -221,3 +224,20 @@ def test_plan_and_models_read_an_xinference_with_accounts_through_difystacks_adm
         assert result.ok, result.failures
         assert converger().plan() == []
         assert {row.server_state for row in inventory(converger())} == {"running"}
+
+
+class _ChatWithoutUsage:
+    def chat(self, uid: str, prompt: str, max_tokens: int = 8) -> Completion:
+        return Completion(text="OK", total_tokens=0)
+
+
+def test_a_chat_answer_without_token_usage_fails_verification(tmp_path: Path) -> None:
+    config = load_config(env={}, assignments=["localai.enabled=false"])
+    llm = next(
+        d for d in desired_state(config, "http://x", None, tmp_path).xinference if d.model_type == "LLM"
+    )
+    part = XinferencePart(_ChatWithoutUsage(), [llm])  # type: ignore[arg-type]
+    with pytest.raises(StepFailed) as failed:
+        part.verify(llm)
+    assert failed.value.reason == "the chat completion carries no token usage"
+    assert "xinference.models[0]" in (failed.value.hint or "")

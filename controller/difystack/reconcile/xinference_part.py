@@ -196,6 +196,13 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str
                 return f"{size}-dimensional embeddings"
             if deployment.model_type == "LLM":
                 completion = self.client.chat(deployment.uid, "Say OK.", max_tokens=8)
+                if completion.total_tokens <= 0:
+                    raise StepFailed(
+                        step,
+                        "the chat completion carries no token usage",
+                        hint="an Xinference LLM reports usage with every answer; check what runs under "
+                        f"this UID ({deployment.field})",
+                    )
                 return f"answered ({completion.total_tokens} tokens)"
         except HttpError as exc:
             raise StepFailed(step, f"verification call failed: {exc.server_message}") from None
