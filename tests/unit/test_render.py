@@ -210,6 +210,18 @@ def test_reference_stack_matches_templates(directory: Path) -> None:
             f"{directory.name}/{path} drifted; run scripts/update-reference-stacks"
         )
     compose_config(directory)
+    untracked = _untracked(directory, sorted(rendered))
+    assert untracked == [], f"not committed (the rendered .gitignore hides .env: git add -f): {untracked}"
+
+
+def _untracked(directory: Path, paths: list[str]) -> list[str]:
+    """Rendered files git does not track (empty outside a git checkout)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--", *paths], cwd=directory, capture_output=True, text=True, check=False
+    )
+    if listed.returncode != 0:
+        return []
+    return sorted(set(paths) - set(listed.stdout.split()))
 
 
 def test_there_are_at_least_three_reference_stacks() -> None:
