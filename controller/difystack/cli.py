@@ -239,7 +239,7 @@ def standins_build(base_image: str | None, infra: bool, force: bool) -> None:
 
     from difystack.standins import StandinBuilder, describe
 
-    builder = StandinBuilder(progress=lambda message: console.err.print(f"  {escape(message)}"))
+    builder = StandinBuilder(progress=_print_build_step)
     overrides = builder.build(_standin_base(base_image), infra=infra, force=force)
     click.echo(yaml.safe_dump(describe(overrides), sort_keys=False), nl=False)
 
@@ -265,11 +265,15 @@ def standins_xinference(
 
     from difystack.xinference_image import DEFAULT_VERSION, XinferenceImageBuilder, stack_snippet
 
-    builder = XinferenceImageBuilder(progress=lambda message: console.err.print(f"  {escape(message)}"))
+    builder = XinferenceImageBuilder(progress=_print_build_step)
     image = builder.build(
         _standin_base(base_image), version or DEFAULT_VERSION, ca_bundle=ca_bundle, force=force
     )
     click.echo(yaml.safe_dump(stack_snippet(image), sort_keys=False), nl=False)
+
+
+def _print_build_step(message: str) -> None:
+    console.err.print(f"  {escape(message)}")
 
 
 def _standin_base(base_image: str | None) -> str:

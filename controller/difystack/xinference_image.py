@@ -101,7 +101,6 @@ class XinferenceImageBuilder:
     def __init__(self, standins: StandinBuilder | None = None, progress: Progress | None = None) -> None:
         self.progress = progress or (lambda message: None)
         self.standins = standins or StandinBuilder(progress=self.progress)
-        self.renderer = Renderer(templates_dir())
 
     def build(
         self,
@@ -117,20 +116,7 @@ class XinferenceImageBuilder:
         base_id = self.standins.base_image_id(base_image)
         python_tag, machine = self.standins.probe_base(base_image)
         torch = torch_requirement(machine)
-        dockerfile = self.renderer.render(
-            "standins/xinference.Dockerfile.j2",
-            {
-                "base_image": base_image,
-                "version": version,
-                "torch": torch,
-                "packages": PACKAGES,
-                "model_packages": MODEL_PACKAGES,
-                "embedding_dir": EMBEDDING.directory,
-                "chat_dir": CHAT.directory,
-                "gguf_file": GGUF_FILE,
-                "ca_bundle": bool(ca_text),
-            },
-        )
+        dockerfile = render_dockerfile(base_image, version, torch, ca_bundle=bool(ca_text))
         digest = content_hash(base_id, python_tag, machine, dockerfile, ca_text)
         if not force and self.standins.has_hash(image, digest):
             self.progress(f"{image} is up to date")
@@ -145,6 +131,23 @@ class XinferenceImageBuilder:
             self.progress(f"installing Xinference {version} and baking in its models (a few minutes)")
             self.standins.docker_build(context, image, digest)
         return image
+
+
+def render_dockerfile(base_image: str, version: str, torch: str, ca_bundle: bool) -> str:
+    return Renderer(templates_dir()).render(
+        "standins/xinference.Dockerfile.j2",
+        {
+            "base_image": base_image,
+            "version": version,
+            "torch": torch,
+            "packages": PACKAGES,
+            "model_packages": MODEL_PACKAGES,
+            "embedding_dir": EMBEDDING.directory,
+            "chat_dir": CHAT.directory,
+            "gguf_file": GGUF_FILE,
+            "ca_bundle": ca_bundle,
+        },
+    )
 
 
 def torch_requirement(machine: str) -> str:

@@ -14,6 +14,7 @@ from tests.docker.conftest import StackUnderTest
 JOURNAL = "/_fake/requests"
 OUTBOUND = "/_fake/outbound"  # the fake plugin daemon's calls to model servers
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+XINFERENCE = "langgenius/xinference/xinference"  # Dify's provider id for Xinference
 
 
 def published_journal(port: int, clear: bool = False) -> list[dict[str, Any]]:
@@ -54,3 +55,12 @@ def dify_console(stack: StackUnderTest) -> DifyConsole:
         secrets_of(stack)["admin_password"],
     )
     return console
+
+
+def credentials(console: DifyConsole, provider: str, model: str, model_type: str) -> dict[str, Any]:
+    record = console.model_credentials(provider, model, model_type)
+    assert record is not None, f"{model} is not registered"
+    names = [c["credential_name"] for c in record["available_credentials"]]
+    assert names == ["difystack"]
+    assert record["current_credential_id"] == record["available_credentials"][0]["credential_id"]
+    return dict(record["credentials"])

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +14,9 @@ from difystack.clients.dify import DifyConsole
 from tests.conftest import free_port
 from tests.docker.conftest import StackUnderTest
 from tests.docker.fakes_access import (
+    XINFERENCE,
     container_journal,
+    credentials,
     dify_console,
     mutating,
     published_journal,
@@ -23,17 +24,7 @@ from tests.docker.fakes_access import (
 
 pytestmark = pytest.mark.docker
 
-XINFERENCE = "langgenius/xinference/xinference"
 LOCALAI = "langgenius/localai/localai"
-
-
-def credentials(console: DifyConsole, provider: str, model: str, model_type: str) -> dict[str, Any]:
-    record = console.model_credentials(provider, model, model_type)
-    assert record is not None, f"{model} is not registered"
-    names = [c["credential_name"] for c in record["available_credentials"]]
-    assert names == ["difystack"]
-    assert record["current_credential_id"] == record["available_credentials"][0]["credential_id"]
-    return dict(record["credentials"])
 
 
 def validates(

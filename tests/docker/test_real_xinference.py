@@ -14,13 +14,18 @@ from typing import Any
 import httpx
 import pytest
 
-from difystack.clients.dify import DifyConsole
 from tests.docker.conftest import StackUnderTest
-from tests.docker.fakes_access import OUTBOUND, container_journal, dify_console, secrets_of
+from tests.docker.fakes_access import (
+    OUTBOUND,
+    XINFERENCE,
+    container_journal,
+    credentials,
+    dify_console,
+    secrets_of,
+)
 
 pytestmark = pytest.mark.docker
 
-XINFERENCE = "langgenius/xinference/xinference"
 CHAT, EMBEDDING = "gemma-3-270m", "all-minilm-l6-v2"
 IN_COMPOSE = "http://xinference:9997"
 
@@ -49,12 +54,6 @@ def xinference_api(stack: StackUnderTest, api_key: str | None = None) -> httpx.C
     )
 
 
-def registered_credentials(console: DifyConsole, model: str, model_type: str) -> dict[str, Any]:
-    record = console.model_credentials(XINFERENCE, model, model_type)
-    assert record is not None, f"{model} is not registered in Dify"
-    return dict(record["credentials"])
-
-
 def assert_real_models_answer(api: httpx.Client) -> None:
     """The models run on the real server and answer real requests."""
     running = {m["id"]: m for m in api.get("/v1/models").json()["data"]}
@@ -80,7 +79,7 @@ def assert_registered_from_paths(api: httpx.Client) -> None:
 def assert_registered_and_default(stack: StackUnderTest, api_key: str | None) -> None:
     console = dify_console(stack)
     for model, model_type in ((CHAT, "llm"), (EMBEDDING, "text-embedding")):
-        held = registered_credentials(console, model, model_type)
+        held = credentials(console, XINFERENCE, model, model_type)
         assert (held["server_url"], held["model_uid"]) == (IN_COMPOSE, model)
         assert bool(held.get("api_key")) == bool(api_key)
     assert console.default_model("llm")["model"] == CHAT

@@ -112,3 +112,27 @@ def test_env_layer_reaches_the_cli(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert 'published: "8123"' in (out / "docker-compose.yml").read_text()
+
+
+def test_plan_of_a_stack_that_is_not_running_lists_every_step(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import free_port
+
+    stack_file = tmp_path / "difystack.yaml"
+    stack_file.write_text(
+        f"xinference:\n  port: {free_port()}\n  models:\n"
+        "    - {uid: mini, type: embedding, name: my-mini, dimensions: 384,\n"
+        "       custom: {server_path: /models/mini, dimensions: 384}}\n"
+        f"localai:\n  enabled: false\ndify:\n  port: {free_port()}\n"
+    )
+    result = run_cli("plan", "--json", "-c", str(stack_file), home=tmp_path / "home", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    actions = [(a["part"], a["kind"], a["target"], a["detail"]) for a in json.loads(result.stdout)]
+    assert actions[0][:3] == ("compose", "render-and-start", "difystack")
+    assert actions[2:] == [
+        ("xinference", "register-custom", "my-mini", "file:///models/mini"),
+        ("xinference", "launch", "mini", "my-mini"),
+        ("dify", "create-credential", "xinference/mini (text-embedding)", ""),
+        ("dify", "set-default-models", "", ""),
+    ]

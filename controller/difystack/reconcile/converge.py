@@ -181,7 +181,7 @@ class Converger:
         if self.xinference:
             account = self.open_xinference_for_reading()
             actions += account
-            if any(action.kind == "create-admin" for action in account):
+            if lacks_xinference_admin(account):
                 actions += self.xinference.plan_unreadable()
             else:
                 actions += self.xinference.plan()
@@ -410,6 +410,12 @@ class Converger:
                 hint="see `difystack logs xinference`, or set xinference.auth: false",
             )
         return str(found[-1])
+
+
+def lacks_xinference_admin(account: list[Action]) -> bool:
+    """Whether the account steps still to take (see ``open_xinference_for_reading``) include the
+    admin itself: until it exists nothing on the server can be read."""
+    return any(action.kind == "create-admin" for action in account)
 
 
 def _failure(step: str, exc: BaseException) -> Failure:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from difystack.clients.http import HttpError
-from difystack.reconcile.converge import Converger
+from difystack.reconcile.converge import Converger, lacks_xinference_admin
 from difystack.reconcile.desired import Registration
 from difystack.reconcile.dify_part import same_credentials
 
@@ -98,7 +98,7 @@ def _xinference_readable(converger: Converger) -> bool:
         account = converger.open_xinference_for_reading()
     except HttpError:
         return True  # reported per model as unreachable
-    return not any(action.kind == "create-admin" for action in account)
+    return not lacks_xinference_admin(account)
 
 
 def _xinference_state(converger: Converger, uid: str) -> str:

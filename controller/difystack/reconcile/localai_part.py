@@ -8,7 +8,7 @@ from difystack.clients.http import HttpError
 from difystack.clients.localai import LocalAIClient
 from difystack.reconcile.desired import LocalAIDeployment
 from difystack.reconcile.report import Action, StepFailed
-from difystack.reconcile.server_part import ServerPart
+from difystack.reconcile.server_part import ServerPart, embedding_size_verified
 
 
 def step_name(deployment: LocalAIDeployment) -> str:
@@ -86,15 +86,12 @@ class LocalAIPart(ServerPart[LocalAIClient, LocalAIDeployment, set[str]]):
         step = step_name(deployment)
         try:
             if deployment.kind == "embedding":
-                result = self.client.embed(deployment.name, ["difystack verification"])
-                size = len(result.vectors[0]) if result.vectors else 0
-                if deployment.expected_dimensions and size != deployment.expected_dimensions:
-                    raise StepFailed(
-                        step,
-                        f"embeddings have {size} dimensions, expected {deployment.expected_dimensions}",
-                        hint=f"the gallery may serve another model than expected; see {deployment.field}",
-                    )
-                return f"{size}-dimensional embeddings"
+                return embedding_size_verified(
+                    step,
+                    self.client.embed(deployment.name, ["difystack verification"]),
+                    deployment.expected_dimensions,
+                    hint=f"the gallery may serve another model than expected; see {deployment.field}",
+                )
             if deployment.kind == "llm":
                 completion = self.client.chat(
                     deployment.name, "Say OK.", max_tokens=8, completion_type=completion_type

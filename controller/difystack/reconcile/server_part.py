@@ -6,7 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from difystack.reconcile.report import ActionLog, Reporter, follow, silent
+from difystack.clients.results import Embeddings
+from difystack.reconcile.report import ActionLog, Reporter, StepFailed, follow, silent
 
 ClientT = TypeVar("ClientT")
 DeploymentT = TypeVar("DeploymentT")
@@ -49,3 +50,11 @@ class ServerPart(Generic[ClientT, DeploymentT, SnapshotT]):
             stall_timeout=self.stall_timeout,
             cancel=self.cancel,
         )
+
+
+def embedding_size_verified(step: str, result: Embeddings, expected: int | None, hint: str) -> str:
+    """The verification line of an embedding model; a size other than ``expected`` fails the step."""
+    size = len(result.vectors[0]) if result.vectors else 0
+    if expected and size != expected:
+        raise StepFailed(step, f"embeddings have {size} dimensions, expected {expected}", hint=hint)
+    return f"{size}-dimensional embeddings"

@@ -15,7 +15,7 @@ from difystack.clients.http import HttpError
 from difystack.clients.xinference import ModelLoading, XinferenceClient, check_launchable
 from difystack.reconcile.desired import XinferenceDeployment
 from difystack.reconcile.report import Action, StepFailed
-from difystack.reconcile.server_part import ServerPart
+from difystack.reconcile.server_part import ServerPart, embedding_size_verified
 
 LAUNCHING_STATES = ("CREATING", "LOADING", "UPDATING")
 
@@ -184,16 +184,13 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str
         step = step_name(deployment)
         try:
             if deployment.model_type == "embedding":
-                result = self.client.embed(deployment.uid, ["difystack verification"])
-                size = len(result.vectors[0]) if result.vectors else 0
                 expected = deployment.expected_dimensions or (description or {}).get("dimensions")
-                if expected and size != int(expected):
-                    raise StepFailed(
-                        step,
-                        f"embeddings have {size} dimensions, expected {expected}",
-                        hint=f"a different model answers under this UID; check {deployment.field}",
-                    )
-                return f"{size}-dimensional embeddings"
+                return embedding_size_verified(
+                    step,
+                    self.client.embed(deployment.uid, ["difystack verification"]),
+                    int(expected) if expected else None,
+                    hint=f"a different model answers under this UID; check {deployment.field}",
+                )
             if deployment.model_type == "LLM":
                 completion = self.client.chat(deployment.uid, "Say OK.", max_tokens=8)
                 if completion.total_tokens <= 0:
