@@ -399,7 +399,7 @@ def remove_leftover_stacks() -> list[str]:
         project, pid, host = parts
         if host != here or _alive(int(pid)) or project in removed or project in kept:
             continue
-        _remove_project(project)
+        remove_project(project)
         removed.append(project)
     return removed
 
@@ -414,7 +414,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_project(project: str) -> None:
+def remove_project(project: str) -> None:
+    """Every container, volume and network of a compose project (also when its files are gone)."""
     selector = f"label=com.docker.compose.project={project}"
     for kind, remove in (("container", ["rm", "-f"]), ("volume", ["rm", "-f"]), ("network", ["rm"])):
         listed = subprocess.run(

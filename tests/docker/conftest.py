@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from difystack.pytest_plugin import remove_project
 from tests.conftest import free_port
 
 BASE_IMAGE = os.environ.get("DIFYSTACK_STANDIN_BASE", "difystack/offline-base:bookworm")
@@ -65,16 +66,6 @@ def real_xinference(standin_images: dict[str, str]) -> dict[str, Any]:
     ca_bundle = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
     image = XinferenceImageBuilder().build(BASE_IMAGE, ca_bundle=ca_bundle)
     return stack_snippet(image)
-
-
-def _remove_project(name: str) -> None:
-    ids = _run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
-    if ids:
-        _run("docker", "rm", "-f", *ids)
-    for kind in ("volume", "network"):
-        listed = _run("docker", kind, "ls", "-q", "--filter", f"label=com.docker.compose.project={name}")
-        if listed.stdout.split():
-            _run("docker", kind, "rm", "-f" if kind == "volume" else "", *listed.stdout.split())
 
 
 @dataclass
@@ -168,4 +159,4 @@ def make_stack(standin_images: dict[str, str], tmp_path: Path) -> Iterator[Any]:
 
     yield factory
     for stack in created:
-        _remove_project(stack.name)
+        remove_project(stack.name)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from difystack.pytest_plugin import remove_project
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.docker
@@ -161,14 +162,13 @@ def test_kept_stack_survives_and_leftovers_of_a_killed_run_are_removed(
     fresh.assert_outcomes(passed=1)
     assert project_containers(leftover) == []
     assert project_containers(kept_name)
-    subprocess.run(["docker", "rm", "-f", *project_containers(kept_name)], capture_output=True, check=False)
-    volumes = subprocess.run(
-        ["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={kept_name}"],
+    remove_project(kept_name)
+    networks = subprocess.run(
+        ["docker", "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={kept_name}"],
         capture_output=True,
         text=True,
         check=False,
-    ).stdout.split()
-    if volumes:
-        subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True, check=False)
+    )
+    assert networks.stdout.split() == []  # nothing of the kept stack stays to exhaust address pools
     registry = pytester.path / "difystack-home" / "pytest-kept-stacks.json"
     assert kept_name in json.loads(registry.read_text())
