@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import yaml
 
-from difystack.standins import StandinBuilder
+from difystack.standins import StandinBuilder, with_env
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 JOURNAL = "/_fake/requests"
@@ -38,18 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def derived_image(base: str, tag: str, env: dict[str, str]) -> str:
-    lines = [f"FROM {base}"] + [f"ENV {k}={v}" for k, v in env.items()]
-    subprocess.run(
-        ["docker", "build", "-q", "-t", tag, "-"],
-        input="\n".join(lines) + "\n",
-        text=True,
-        capture_output=True,
-        check=True,
-    )
-    return tag
 
 
 class BenchStack:
@@ -169,14 +157,14 @@ def deploy_times(entries: list[dict[str, Any]], start_path: str, done_paths: tup
 
 def bench_a_and_b(root: Path, images: dict[str, str], latency: float) -> dict[str, Any]:
     slow = dict(images)
-    slow["xinference"] = derived_image(
+    slow["xinference"] = with_env(
         images["xinference"],
-        "difystack-standin/xinference-bench:latency",
+        "xinference-bench-latency",
         {"DIFYSTACK_FAKE_LAUNCH_LATENCY": str(latency)},
     )
-    slow["localai"] = derived_image(
+    slow["localai"] = with_env(
         images["localai"],
-        "difystack-standin/localai-bench:latency",
+        "localai-bench-latency",
         {"DIFYSTACK_FAKE_LAUNCH_LATENCY": str(latency)},
     )
     stack = BenchStack(root, slow)
@@ -223,9 +211,9 @@ def bench_a_and_b(root: Path, images: dict[str, str], latency: float) -> dict[st
 
 def bench_c(root: Path, images: dict[str, str], latency: float, count: int) -> dict[str, Any]:
     slow = dict(images)
-    slow["xinference"] = derived_image(
+    slow["xinference"] = with_env(
         images["xinference"],
-        "difystack-standin/xinference-bench:c",
+        "xinference-bench-concurrency",
         {"DIFYSTACK_FAKE_LAUNCH_LATENCY": str(latency)},
     )
     models = [

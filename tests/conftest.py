@@ -2,16 +2,74 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
 import uvicorn
 
+from difystack import settings
+
 pytest_plugins = ["pytester"]
+
+# Every difystack setting is exported for the whole run, as a user's shell may have them: a
+# command that mistook one for a config key would fail every test. Values a user already set
+# win; tests that need another value set it for their command (never by hiding the variable).
+EXPORTED_SETTINGS = {
+    settings.HOME.name: "",  # a directory of the session (see below)
+    settings.CONFIG.name: "",  # an empty stack file of the session: the built-in stack
+    settings.DIFY_ADMIN_PASSWORD.name: "exported-Passw0rd",
+    settings.DIFY_INIT_PASSWORD.name: "exported-init-Passw0rd",
+    settings.XINFERENCE_USERNAME.name: "exported-admin",
+    settings.XINFERENCE_PASSWORD.name: "exported-Passw0rd",
+    settings.XINFERENCE_TOKEN.name: "",
+    settings.XINFERENCE_API_KEY.name: "",
+    settings.XINFERENCE_SETUP_TOKEN.name: "exported-setup-token",
+    settings.STANDIN_BASE.name: "difystack/offline-base:bookworm",
+    settings.STANDIN_TAG.name: "latest",
+    settings.FAKE_HOST.name: "0.0.0.0",
+    settings.FAKE_PORT.name: "",
+    settings.FAKE_STARTUP_DELAY.name: "0",
+    settings.FAKE_READY_DELAY.name: "0",
+    settings.FAKE_LAUNCH_LATENCY.name: "0",
+    settings.FAKE_FAIL.name: "",
+    settings.FAKE_STATE_DIR.name: "",
+    settings.FAKE_DIFY_VERSION.name: "1.13.3",
+    settings.FAKE_DAEMON_VERSION.name: "0.5.5",
+    settings.FAKE_MARKETPLACE.name: "reachable",
+    settings.FAKE_XINFERENCE_CACHE_TTL.name: "300",
+    settings.STUB_NAME.name: "stub",
+    settings.STUB_PATHS.name: "/health",
+    settings.CI_TOOLS.name: "/opt/difystack-ci",
+    settings.CI_LOGS.name: "/var/log/difystack-ci",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def exported_settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    session = tmp_path_factory.mktemp("exported-settings")
+    empty_stack_file = session / "difystack.yaml"
+    empty_stack_file.write_text("# exported as DIFYSTACK_CONFIG: the built-in stack\n", encoding="utf-8")
+    values = {
+        **EXPORTED_SETTINGS,
+        settings.HOME.name: str(session / "home"),
+        settings.CONFIG.name: str(empty_stack_file),
+    }
+    for name, value in values.items():
+        # An empty value still exports the name (a setting read as empty counts as unset).
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in values}
+
+
+def user_env(**overrides: str | Path) -> dict[str, str]:
+    """The environment a command gets: the user's own, plus what this test sets."""
+    return {**os.environ, **{name: str(value) for name, value in overrides.items()}}
 
 
 def free_port() -> int:

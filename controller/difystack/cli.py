@@ -277,11 +277,10 @@ def _print_build_step(message: str) -> None:
 
 
 def _standin_base(base_image: str | None) -> str:
-    import os
-
+    from difystack import settings
     from difystack.standins import DEFAULT_BASE_IMAGE
 
-    return base_image or os.environ.get("DIFYSTACK_STANDIN_BASE") or DEFAULT_BASE_IMAGE
+    return base_image or settings.STANDIN_BASE.read() or DEFAULT_BASE_IMAGE
 
 
 def _add_model_commands() -> None:

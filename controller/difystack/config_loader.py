@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import copy
 import re
+import typing
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from difystack import settings
 from difystack.config_model import StackConfig
 from difystack.errors import ConfigError
 
-ENV_PREFIX = "DIFYSTACK_"
-# Variables with this prefix that configure difystack itself, not the stack.
-ENV_NOT_CONFIG = frozenset({"DIFYSTACK_HOME", "DIFYSTACK_CONFIG"})
+ENV_PREFIX = settings.PREFIX
 DEFAULT_STACK_FILE = "difystack.yaml"
 _RELATIVE_PATH_IN_MESSAGE = re.compile(r"^((?:[A-Za-z_][\w-]*|\[\d+\])(?:(?:\.[A-Za-z_][\w-]*)|\[\d+\])*): ")
 
@@ -55,13 +55,51 @@ def load_stack_file(path: Path) -> dict[str, Any]:
 def env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for name, raw in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_CONFIG:
+        if not name.startswith(ENV_PREFIX) or settings.is_tool_setting(name):
             continue
         keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if not all(keys):
             raise ConfigError(f"{name}: empty path segment (use __ between levels)")
+        unknown = _unknown_key(keys)
+        if unknown is not None:
+            raise ConfigError(
+                f"{name}: no config key {unknown!r} and not a difystack setting",
+                hint="config keys use __ between levels, e.g. DIFYSTACK_DIFY__PORT=8081; the "
+                "README lists difystack's own DIFYSTACK_* settings",
+            )
         _assign(layer, keys, _parse_value(raw, name), name)
     return layer
+
+
+def _unknown_key(keys: list[str]) -> str | None:
+    """The dotted prefix of ``keys`` that names no field of the config model, if any.
+
+    Only typed sections are checked; below a free-form mapping anything goes (the model's
+    own validation still applies to the merged result).
+    """
+    model: type[BaseModel] | None = StackConfig
+    in_list = False
+    for depth, key in enumerate(keys):
+        if in_list and key.isdigit():
+            in_list = False
+            continue
+        if model is None or in_list:
+            return None
+        fields = dict(model.model_fields)
+        fields.update({info.alias: info for info in model.model_fields.values() if info.alias})
+        if key not in fields:
+            return ".".join(keys[: depth + 1])
+        annotation = fields[key].annotation
+        in_list = typing.get_origin(annotation) is list
+        model = _section_model(annotation)
+    return None
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def set_layer(assignments: Iterable[str]) -> dict[str, Any]:

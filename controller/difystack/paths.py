@@ -10,7 +10,9 @@ from pathlib import Path
 
 import platformdirs
 
-HOME_ENV = "DIFYSTACK_HOME"
+from difystack import settings
+
+HOME_ENV = settings.HOME.name
 
 
 def difystack_home(env: Mapping[str, str] | None = None) -> Path:

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from difystack import settings
+
 # Everything else is imported when a test first asks for a stack: the plugin is loaded by every
 # pytest run of an environment where difystack is installed and must cost nothing there.
 if TYPE_CHECKING:
@@ -197,8 +199,7 @@ class StackSession:
     def _load(self, overrides: dict[str, Any], home: Path) -> Stack:
         from difystack.stack import Stack
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DIFYSTACK_")}
-        env["DIFYSTACK_HOME"] = str(home)
+        env = {**os.environ, settings.HOME.name: str(home)}
         config_file = self._config_file()
         return Stack.load(
             config_file,
@@ -229,7 +230,7 @@ class StackSession:
         if _option(self.config, "fake_models"):
             from difystack.standins import DEFAULT_BASE_IMAGE, StandinBuilder, image_overrides
 
-            base = os.environ.get("DIFYSTACK_STANDIN_BASE", DEFAULT_BASE_IMAGE)
+            base = settings.STANDIN_BASE.read() or DEFAULT_BASE_IMAGE
             StandinBuilder().build(base, infra=False)
             overrides["images"] = image_overrides(infra=False, only=("xinference", "localai"))
         return overrides

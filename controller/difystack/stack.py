@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from difystack import settings
 from difystack.config_loader import DEFAULT_STACK_FILE, load_config
 from difystack.config_model import StackConfig
 from difystack.gpu import nvidia_gpu_present, use_gpu
@@ -15,7 +16,7 @@ from difystack.paths import StackPaths
 from difystack.render import render_project, write_project
 from difystack.secrets_store import PLACEHOLDERS, SecretsStore
 
-CONFIG_ENV = "DIFYSTACK_CONFIG"
+CONFIG_ENV = settings.CONFIG.name
 
 
 def find_stack_file(explicit: Path | None, env: Mapping[str, str], cwd: Path) -> Path | None:

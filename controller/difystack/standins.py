@@ -28,6 +28,7 @@ from typing import Any
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
+from difystack import settings
 from difystack.errors import DifystackError
 from difystack.paths import templates_dir
 from difystack.render import Renderer
@@ -56,7 +57,12 @@ class Role:
 
     @property
     def image(self) -> str:
-        return f"{REPOSITORY}/{self.name}:latest"
+        return standin_image(self.name)
+
+
+def standin_image(role: str) -> str:
+    """``difystack-standin/<role>:<tag>``; $DIFYSTACK_STANDIN_TAG keeps parallel checkouts apart."""
+    return f"{REPOSITORY}/{role}:{settings.STANDIN_TAG.read() or 'latest'}"
 
 
 def _fake(role: str, port: int) -> list[str]:
@@ -190,6 +196,16 @@ def image_overrides(infra: bool = True, only: Iterable[str] | None = None) -> di
     return overrides
 
 
+def with_env(base: str, variant: str, env: dict[str, str], docker: DockerClient | None = None) -> str:
+    """A stand-in variant: ``base`` with extra environment (e.g. an injected failure)."""
+    image = standin_image(variant)
+    lines = [f"FROM {base}", *(f"ENV {name}={value}" for name, value in env.items())]
+    with tempfile.TemporaryDirectory(prefix="difystack-variant-") as tmp:
+        (Path(tmp) / "Dockerfile").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (docker or DockerClient()).build(tmp, tags=[image], quiet=True)
+    return image
+
+
 Progress = Callable[[str], None]
 
 
@@ -235,7 +251,7 @@ class StandinBuilder:
         digest = content_hash(
             base_id, python_tag, machine, "\n".join(requirements), dockerfile, _tree_digest(package)
         )
-        image = f"{REPOSITORY}/{RUNTIME}:latest"
+        image = standin_image(RUNTIME)
         if not force and self.has_hash(image, digest):
             self.progress(f"{image} is up to date")
             return digest
@@ -255,7 +271,7 @@ class StandinBuilder:
         template = "standins/infra.Dockerfile.j2" if role.infra else "standins/fake.Dockerfile.j2"
         dockerfile = self.renderer.render(
             template,
-            {"role": role, "base_image": base_image, "runtime_image": f"{REPOSITORY}/{RUNTIME}:latest"},
+            {"role": role, "base_image": base_image, "runtime_image": standin_image(RUNTIME)},
         )
         scripts = [(context / s).read_text(encoding="utf-8") for s in role.scripts]
         digest = content_hash(base_id if role.infra else runtime_hash, dockerfile, *scripts)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from difystack.pytest_plugin import remove_project
-from tests.conftest import free_port
+from tests.conftest import free_port, user_env
 
 BASE_IMAGE = os.environ.get("DIFYSTACK_STANDIN_BASE", "difystack/offline-base:bookworm")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -88,10 +88,7 @@ class StackUnderTest:
         self, *args: str, timeout: float = 600, extra_env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         self.write()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DIFYSTACK_")}
-        env.update(
-            {"DIFYSTACK_HOME": str(self.root / "home"), "COLUMNS": "200", **self.env, **(extra_env or {})}
-        )
+        env = user_env(DIFYSTACK_HOME=self.root / "home", COLUMNS="200", **self.env, **(extra_env or {}))
         return subprocess.run(
             [sys.executable, "-m", "difystack", *args, "-c", str(self.stack_file)],
             capture_output=True,
@@ -104,8 +101,7 @@ class StackUnderTest:
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         self.write()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DIFYSTACK_")}
-        env.update({"DIFYSTACK_HOME": str(self.root / "home"), "COLUMNS": "200", **self.env})
+        env = user_env(DIFYSTACK_HOME=self.root / "home", COLUMNS="200", **self.env)
         return subprocess.Popen(
             [sys.executable, "-m", "difystack", *args, "-c", str(self.stack_file)],
             stdout=subprocess.PIPE,

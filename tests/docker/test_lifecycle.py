@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from difystack.standins import with_env
 from tests.docker.conftest import StackUnderTest
 
 pytestmark = pytest.mark.docker
@@ -86,16 +87,9 @@ def test_up_status_down_keeps_data_and_down_volumes_removes_it(make_stack) -> No
 
 
 def test_service_that_never_becomes_healthy_is_named_with_its_logs(make_stack, standin_images) -> None:
-    broken = "difystack-standin/weaviate-never-ready:test"
-    dockerfile = f"FROM {standin_images['weaviate']}\nENV DIFYSTACK_FAKE_FAIL=never-ready\n"
-    built = subprocess.run(
-        ["docker", "build", "-q", "-t", broken, "-"],
-        input=dockerfile,
-        text=True,
-        capture_output=True,
-        check=False,
+    broken = with_env(
+        standin_images["weaviate"], "weaviate-never-ready", {"DIFYSTACK_FAKE_FAIL": "never-ready"}
     )
-    assert built.returncode == 0, built.stderr
     stack: StackUnderTest = make_stack(images={**standin_images, "weaviate": broken})
     result = stack.cli("up", "--timeout", "120", "--stall-timeout", "25", timeout=400)
     assert result.returncode == 1, result.stdout + result.stderr

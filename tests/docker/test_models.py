@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from difystack.clients.dify import DifyConsole
-from tests.conftest import free_port
+from difystack.standins import with_env
+from tests.conftest import free_port, user_env
 from tests.docker.conftest import StackUnderTest
 from tests.docker.fakes_access import (
     XINFERENCE,
@@ -37,19 +38,6 @@ def validates(
         json={"model": model, "model_type": model_type, "credentials": creds},
     )
     return bool(response.json().get("result") == "success")
-
-
-def derived_image(base: str, tag: str, env: str) -> str:
-    dockerfile = f"FROM {base}\nENV {env}\n"
-    built = subprocess.run(
-        ["docker", "build", "-q", "-t", tag, "-"],
-        input=dockerfile,
-        text=True,
-        capture_output=True,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    return tag
 
 
 def test_up_deploys_verifies_registers_and_converges(make_stack) -> None:
@@ -164,15 +152,15 @@ def test_up_deploys_verifies_registers_and_converges(make_stack) -> None:
 def test_failures_name_the_step_and_a_rerun_after_the_fix_finishes_the_rest(
     make_stack, standin_images
 ) -> None:
-    daemon_failing = derived_image(
+    daemon_failing = with_env(
         standin_images["plugin_daemon"],
-        "difystack-standin/daemon-install-fails:test",
-        "DIFYSTACK_FAKE_FAIL=install:langgenius/xinference",
+        "daemon-install-fails",
+        {"DIFYSTACK_FAKE_FAIL": "install:langgenius/xinference"},
     )
-    xinference_flaky = derived_image(
+    xinference_flaky = with_env(
         standin_images["xinference"],
-        "difystack-standin/xinference-flaky:test",
-        "DIFYSTACK_FAKE_FAIL=launch-once:qwen2.5-instruct",
+        "xinference-flaky",
+        {"DIFYSTACK_FAKE_FAIL": "launch-once:qwen2.5-instruct"},
     )
     embedding = {"uid": "emb", "type": "embedding", "name": "bge-small-en-v1.5", "dimensions": 384}
     chat = {"uid": "chat", "type": "llm", "name": "no-such-model", "engine": "llama.cpp"}
@@ -236,7 +224,7 @@ def test_failures_name_the_step_and_a_rerun_after_the_fix_finishes_the_rest(
         input="Wrong-passw0rd\n",
         text=True,
         capture_output=True,
-        env={**stack_env(stack)},
+        env=user_env(DIFYSTACK_HOME=stack.root / "home"),
         check=False,
     )
     assert setter.returncode == 0, setter.stderr
@@ -251,7 +239,7 @@ def test_failures_name_the_step_and_a_rerun_after_the_fix_finishes_the_rest(
         input=correct + "\n",
         text=True,
         capture_output=True,
-        env={**stack_env(stack)},
+        env=user_env(DIFYSTACK_HOME=stack.root / "home"),
         check=True,
     )
     repaired = stack.cli("up", "--timeout", "300")
@@ -259,16 +247,12 @@ def test_failures_name_the_step_and_a_rerun_after_the_fix_finishes_the_rest(
     assert "changes     none" in repaired.stdout
 
 
-def stack_env(stack: StackUnderTest) -> dict[str, str]:
-    return {**stack_env_plain(), "DIFYSTACK_HOME": str(stack.root / "home")}
-
-
 def test_register_against_servers_started_outside_difystack(make_stack, tmp_path: Path) -> None:
     xport, lport = free_port(), free_port()
     servers = [
         subprocess.Popen(
             [sys.executable, "-m", "difystack.fakes", role, "--host", "0.0.0.0", "--port", str(port)],
-            env={**stack_env_plain(), **extra},
+            env=user_env(**extra),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
@@ -321,12 +305,6 @@ def test_register_against_servers_started_outside_difystack(make_stack, tmp_path
         for server in servers:
             server.terminate()
             server.wait(timeout=20)
-
-
-def stack_env_plain() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("DIFYSTACK_")}
 
 
 def test_xinference_accounts_are_bootstrapped_and_dify_gets_an_api_key(make_stack) -> None:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import user_env
+
 
 def run_cli(
     *args: str, home: Path, cwd: Path, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFYSTACK_")}
-    env.update({"DIFYSTACK_HOME": str(home), "COLUMNS": "200", **(extra_env or {})})
+    env = user_env(DIFYSTACK_HOME=home, COLUMNS="200", **(extra_env or {}))
     return subprocess.run(
         [sys.executable, "-m", "difystack", *args],
         capture_output=True,
@@ -60,7 +60,9 @@ def test_bad_config_exits_nonzero_with_one_line_and_writes_nothing(
 ) -> None:
     (tmp_path / "difystack.yaml").write_text(stack_yaml, encoding="utf-8")
     out = tmp_path / "out"
-    result = run_cli("render", "--out", str(out), home=tmp_path / "home", cwd=tmp_path)
+    result = run_cli(
+        "render", "-c", "difystack.yaml", "--out", str(out), home=tmp_path / "home", cwd=tmp_path
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -82,7 +84,9 @@ def test_custom_path_that_does_not_exist_writes_nothing(tmp_path: Path) -> None:
         "    - {uid: m, type: embedding, name: m, custom: {path: ./missing, dimensions: 8}}\n",
         encoding="utf-8",
     )
-    result = run_cli("render", "--out", str(tmp_path / "out"), home=tmp_path / "home", cwd=tmp_path)
+    result = run_cli(
+        "render", "-c", "difystack.yaml", "--out", str(tmp_path / "out"), home=tmp_path / "home", cwd=tmp_path
+    )
     assert result.returncode != 0
     assert "xinference.models[0].custom.path" in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "home").exists()

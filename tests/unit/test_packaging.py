@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, user_env
 
 
 def test_installed_wheel_finds_its_templates(tmp_path: Path) -> None:
@@ -24,8 +23,8 @@ def test_installed_wheel_finds_its_templates(tmp_path: Path) -> None:
 
     elsewhere = tmp_path / "somewhere-else"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFYSTACK_") and k != "PYTHONPATH"}
-    env["DIFYSTACK_HOME"] = str(tmp_path / "home")
+    env = user_env(DIFYSTACK_HOME=tmp_path / "home")
+    env.pop("PYTHONPATH", None)  # the installed wheel, not this checkout
     result = subprocess.run(
         [str(venv / "bin" / "difystack"), "render", "--out", "project"],
         cwd=elsewhere,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from difystack import console
+from difystack import console, settings
 from difystack.clients.http import CallJournal, HttpError
 from difystack.commands.options import load_stack, stack_options
 from difystack.endpoints import Endpoints, ServerEndpoint, stack_endpoints
@@ -157,11 +156,11 @@ def register(
     if admin_email:
         extra.append(f"dify.admin.email={admin_email}")
     stack = Stack.load(config_file, extra)
-    password = os.environ.get("DIFYSTACK_DIFY_ADMIN_PASSWORD")
+    password = settings.DIFY_ADMIN_PASSWORD.read()
     if password:
         stack.secrets()
         stack.secrets_store.set("admin_password", password)
-    init_password = os.environ.get("DIFYSTACK_DIFY_INIT_PASSWORD")
+    init_password = settings.DIFY_INIT_PASSWORD.read()
     if init_password:
         stack.secrets()
         stack.secrets_store.set("init_password", init_password)

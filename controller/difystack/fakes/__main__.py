@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+from difystack import settings
 from difystack.fakes.behaviour import Behaviour
 
 # role -> (module, default port); each module exposes ``create_app(behaviour, env)``.
@@ -23,12 +24,12 @@ ROLES: dict[str, tuple[str, int]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m difystack.fakes", description=__doc__)
     parser.add_argument("role", choices=sorted(ROLES))
-    parser.add_argument("--host", default=os.environ.get("DIFYSTACK_FAKE_HOST", "0.0.0.0"))
+    parser.add_argument("--host", default=settings.FAKE_HOST.read() or "0.0.0.0")
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
 
     module_name, default_port = ROLES[args.role]
-    port = args.port or int(os.environ.get("DIFYSTACK_FAKE_PORT", default_port))
+    port = args.port or int(settings.FAKE_PORT.read() or default_port)
     behaviour = Behaviour.from_env()
     app = importlib.import_module(module_name).create_app(behaviour, dict(os.environ))
 

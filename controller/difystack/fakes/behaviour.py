@@ -20,10 +20,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-ENV_STARTUP_DELAY = "DIFYSTACK_FAKE_STARTUP_DELAY"
-ENV_READY_DELAY = "DIFYSTACK_FAKE_READY_DELAY"
-ENV_LAUNCH_LATENCY = "DIFYSTACK_FAKE_LAUNCH_LATENCY"
-ENV_FAIL = "DIFYSTACK_FAKE_FAIL"
+from difystack import settings
+
+ENV_STARTUP_DELAY = settings.FAKE_STARTUP_DELAY.name
+ENV_READY_DELAY = settings.FAKE_READY_DELAY.name
+ENV_LAUNCH_LATENCY = settings.FAKE_LAUNCH_LATENCY.name
+ENV_FAIL = settings.FAKE_FAIL.name
 
 
 @dataclass(frozen=True)

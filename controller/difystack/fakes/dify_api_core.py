@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 from starlette.responses import JSONResponse
 
+from difystack import settings
+
 DEFAULT_VERSION = "1.13.3"
 DEFAULT_SECRET_KEY = "sk-9f73s3ljTXVcMT3Blb3ljTqtsKiGHXVcMT3BlbkFJLK7U"
 DEFAULT_PLUGIN_DAEMON_KEY = "lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi"
@@ -111,10 +113,10 @@ class ApiConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
-        version = DifyVersion.parse(env.get("DIFYSTACK_FAKE_DIFY_VERSION") or DEFAULT_VERSION)
+        version = DifyVersion.parse(settings.FAKE_DIFY_VERSION.read(env) or DEFAULT_VERSION)
         console_api_url = env.get("CONSOLE_API_URL", "")
         console_web_url = env.get("CONSOLE_WEB_URL", "")
-        marketplace = (env.get("DIFYSTACK_FAKE_MARKETPLACE") or "reachable").strip().lower()
+        marketplace = (settings.FAKE_MARKETPLACE.read(env) or "reachable").strip().lower()
         if marketplace not in {"reachable", "unreachable"}:
             raise ValueError(
                 f"DIFYSTACK_FAKE_MARKETPLACE must be reachable or unreachable, got {marketplace!r}"
@@ -134,7 +136,7 @@ class ApiConfig:
             marketplace_api_url=(env.get("MARKETPLACE_API_URL") or "https://marketplace.dify.ai").rstrip("/"),
             marketplace_reachable=marketplace == "reachable",
             max_package_size=int(env.get("PLUGIN_MAX_PACKAGE_SIZE") or 52428800),
-            state_dir=Path(env.get("DIFYSTACK_FAKE_STATE_DIR") or "/app/api/storage/difystack-fake"),
+            state_dir=Path(settings.FAKE_STATE_DIR.read(env) or "/app/api/storage/difystack-fake"),
         )
 
     def cookie_name(self, name: str) -> str:

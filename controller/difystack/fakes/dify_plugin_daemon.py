@@ -48,6 +48,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from difystack import settings
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.common import JOURNAL_PATHS, JournalMiddleware, RequestJournal, json_body
@@ -135,7 +136,7 @@ class DaemonConfig:
             force_verifying_signature=env_flag(env, "FORCE_VERIFYING_SIGNATURE", True),
             storage_root=Path(env.get("PLUGIN_STORAGE_LOCAL_ROOT") or "/app/storage"),
             max_package_size=int(env.get("MAX_PLUGIN_PACKAGE_SIZE") or 52428800),
-            xinference_cache_ttl=float(env.get("DIFYSTACK_FAKE_XINFERENCE_CACHE_TTL") or 300),
+            xinference_cache_ttl=float(settings.FAKE_XINFERENCE_CACHE_TTL.read(env) or 300),
         )
 
 

@@ -14,13 +14,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from difystack import settings
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.common import JournalMiddleware, RequestJournal
 
 
 def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
-    name = env.get("DIFYSTACK_STUB_NAME", "stub")
-    paths = [p.strip() for p in env.get("DIFYSTACK_STUB_PATHS", "/health").split(",") if p.strip()]
+    name = settings.STUB_NAME.read(env) or "stub"
+    paths = [p.strip() for p in (settings.STUB_PATHS.read(env) or "/health").split(",") if p.strip()]
     journal = RequestJournal()
 
     async def answer(request: Request) -> Response:
