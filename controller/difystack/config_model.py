@@ -40,6 +40,10 @@ OVERRIDABLE_SERVICES = (
 )
 
 
+# The Dify plugin that serves each provider difystack registers.
+PLUGIN_OF_PROVIDER = {"xinference": "langgenius/xinference", "localai": "langgenius/localai"}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
 
@@ -261,17 +265,6 @@ class PluginConfig(Strict):
     verify_signatures: bool = True
     pip_mirror_url: str | None = None
 
-    @model_validator(mode="after")
-    def _packages_for_offline(self) -> PluginConfig:
-        if self.source == "packages":
-            missing = [p for p in ("langgenius/xinference", "langgenius/localai") if p not in self.packages]
-            if missing:
-                raise ValueError(
-                    f"packages: source is 'packages' but no .difypkg is given for {', '.join(missing)} "
-                    "(dify.plugins.packages.<plugin id>: path)"
-                )
-        return self
-
 
 class DifyConfig(Strict):
     enabled: bool = True
@@ -337,7 +330,20 @@ class StackConfig(Strict):
         self._check_parts_have_models()
         self._check_port_clashes()
         self._check_default_models()
+        self._check_plugin_packages()
         return self
+
+    def _check_plugin_packages(self) -> None:
+        plugins = self.dify.plugins
+        if not self.dify.enabled or plugins.source != "packages":
+            return
+        needed = sorted({PLUGIN_OF_PROVIDER[r.provider] for r in self.registered_models()})
+        missing = [plugin for plugin in needed if plugin not in plugins.packages]
+        if missing:
+            raise ValueError(
+                f"dify.plugins.packages: source is 'packages' but no .difypkg is given for "
+                f"{', '.join(missing)} (dify.plugins.packages.<plugin id>: path)"
+            )
 
     def _check_parts_have_models(self) -> None:
         for part in ("xinference", "localai"):

@@ -8,7 +8,7 @@ from difystack.config_model import StackConfig
 DIFY_COMPANIONS = {
     "init_permissions": "busybox:1.36",
     "web": "langgenius/dify-web:{dify}",
-    "plugin_daemon": "langgenius/dify-plugin-daemon:0.5.3-local",
+    "plugin_daemon": "langgenius/dify-plugin-daemon:0.5.5-local",
     "db_postgres": "postgres:15-alpine",
     "redis": "redis:6-alpine",
     "sandbox": "langgenius/dify-sandbox:0.2.14",

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from difystack import settings
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.common import JournalMiddleware, RequestJournal
@@ -1484,3 +1485,30 @@ def test_difypkg_repackaging_for_offline_installs_breaks_the_signature() -> None
     assert difypkg.package_files(unsigned)["wheels/yarl-1.0-py3-none-any.whl"] == b"wheel"
     assert difypkg.unique_identifier(unsigned).startswith("langgenius/xinference:0.0.15@")
     assert difypkg.unique_identifier(unsigned) != difypkg.unique_identifier(official)
+
+
+@pytest.mark.parametrize(("daemon_version", "installs"), [("0.5.3", False), ("0.5.5", True)])
+def test_local_package_install_needs_a_daemon_that_reads_the_identifier_from_the_query(
+    tmp_path: Path, daemon_version: str, installs: bool
+) -> None:
+    package = difypkg.official_package("langgenius/localai")
+    daemon_env = {settings.FAKE_DAEMON_VERSION.name: daemon_version}
+    with running_stack(tmp_path, daemon_env=daemon_env) as stack:
+        assert httpx.get(f"{stack.daemon_url}/health/check").json()["version"] == daemon_version
+        console = admin(stack)
+        uploaded = console.post(
+            "/workspaces/current/plugin/upload/pkg",
+            files={"pkg": ("localai.difypkg", package, "application/octet-stream")},
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        started = console.post(
+            "/workspaces/current/plugin/install/pkg",
+            json={"plugin_unique_identifiers": [uploaded.json()["unique_identifier"]]},
+        )
+        if installs:
+            assert started.status_code == 200, started.text
+            assert wait_for_task(console, started.json()["task_id"])[1]["status"] == "success"
+        else:
+            message = dify_error(started, 400, "plugin_error")
+            assert "Field validation for 'PluginUniqueIdentifier' failed on the 'required' tag" in message
+            assert console.get("/workspaces/current/plugin/list").json()["total"] == 0

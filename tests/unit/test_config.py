@@ -125,3 +125,54 @@ def test_external_localhost_server_is_reached_through_host_gateway() -> None:
 def test_external_url_with_v1_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"xinference\.external\.url: .*without /v1"):
         load_config(assignments=["xinference.external.url=http://10.0.0.5:9997/v1"])
+
+
+def test_every_tool_setting_is_exported_by_the_test_session() -> None:
+    from difystack import settings
+    from tests.conftest import EXPORTED_SETTINGS
+
+    assert sorted(EXPORTED_SETTINGS) == sorted(settings.REGISTRY)
+
+
+def test_tool_settings_are_not_config_keys() -> None:
+    from difystack import settings
+
+    env = {name: "some value" for name in settings.REGISTRY}
+    assert env_layer(env) == {}
+    config = load_config(env={**env, "DIFYSTACK_DIFY__PORT": "8088"})
+    assert config.dify.port == 8088
+
+
+@pytest.mark.parametrize(
+    ("variable", "words"),
+    [
+        ("DIFYSTACK_DIFY_ADMIN_PASSWORDS", "DIFYSTACK_DIFY_ADMIN_PASSWORDS: no config key"),
+        ("DIFYSTACK_DIFY__NO_SUCH_KEY", "DIFYSTACK_DIFY__NO_SUCH_KEY: no config key 'dify.no_such_key'"),
+    ],
+)
+def test_unknown_environment_name_is_an_error_naming_the_variable(variable: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={variable: "x"})
+    assert words in str(caught.value)
+
+
+def test_offline_plugins_are_asked_only_for_the_providers_the_stack_registers(tmp_path: Path) -> None:
+    package = tmp_path / "langgenius-xinference.difypkg"
+    package.write_bytes(b"PK")
+    config = load_config(
+        assignments=[
+            "localai.enabled=false",
+            "dify.plugins.source=packages",
+            f"dify.plugins.packages={{'langgenius/xinference': '{package}'}}",
+        ]
+    )
+    assert config.dify.plugins.packages == {"langgenius/xinference": str(package)}
+    with pytest.raises(
+        ConfigError, match=r"dify\.plugins\.packages: .*no \.difypkg is given for langgenius/localai \("
+    ):
+        load_config(
+            assignments=[
+                "dify.plugins.source=packages",
+                f"dify.plugins.packages={{'langgenius/xinference': '{package}'}}",
+            ]
+        )

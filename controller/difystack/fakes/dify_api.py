@@ -485,6 +485,13 @@ class DifyApi:
 
     async def install_package(self, request: Request, principal: Principal) -> Response:
         identifiers = await plugin_identifiers(request)
+        for identifier in identifiers:
+            # Dify checks each package's declaration (and signature verdict) before installing it.
+            await self.daemon.call(
+                "GET",
+                self.plugin_path(principal, "decode/from_identifier"),
+                params={"plugin_unique_identifier": identifier},
+            )
         return await self.install_identifiers(principal, identifiers, "package", [{} for _ in identifiers])
 
     async def install_tasks(self, request: Request, principal: Principal) -> Response:

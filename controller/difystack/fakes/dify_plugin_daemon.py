@@ -49,6 +49,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from difystack import settings
+from difystack.config_model import version_tuple
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.common import JOURNAL_PATHS, JournalMiddleware, RequestJournal, json_body
@@ -62,7 +63,14 @@ from difystack.fakes.dify_plugin_runtime import (
 from difystack.fakes.dify_plugin_xinference import XinferenceRuntime
 
 DEFAULT_SERVER_KEY = "lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi"
-DAEMON_VERSION = "0.5.3"
+DEFAULT_DAEMON_VERSION = "0.5.5"
+# Up to 0.5.4 the daemon bound decode/from_identifier's identifier from a JSON body only, while
+# Dify's api sends it as a query parameter: every local-package install failed with this 400.
+QUERY_IDENTIFIER_SINCE = (0, 5, 5)
+MISSING_IDENTIFIER = (
+    "Key: 'PluginUniqueIdentifier' Error:Field validation for 'PluginUniqueIdentifier' failed on the "
+    "'required' tag"
+)
 SIGNATURE_ERROR = (
     "plugin verification has been enabled, and the plugin you want to install has a bad signature"
 )
@@ -128,6 +136,7 @@ class DaemonConfig:
     storage_root: Path
     max_package_size: int
     xinference_cache_ttl: float
+    version: str = DEFAULT_DAEMON_VERSION
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DaemonConfig:
@@ -137,7 +146,12 @@ class DaemonConfig:
             storage_root=Path(env.get("PLUGIN_STORAGE_LOCAL_ROOT") or "/app/storage"),
             max_package_size=int(env.get("MAX_PLUGIN_PACKAGE_SIZE") or 52428800),
             xinference_cache_ttl=float(settings.FAKE_XINFERENCE_CACHE_TTL.read(env) or 300),
+            version=settings.FAKE_DAEMON_VERSION.read(env) or DEFAULT_DAEMON_VERSION,
         )
+
+    @property
+    def binds_query_identifier(self) -> bool:
+        return version_tuple(self.version) >= QUERY_IDENTIFIER_SINCE
 
 
 class DaemonStore:
@@ -202,7 +216,7 @@ class PluginDaemon:
     # -- health / auth
 
     async def health_check(self, _: Request) -> Response:
-        return JSONResponse({"status": "ok", "pool_status": {}, "version": DAEMON_VERSION})
+        return JSONResponse({"status": "ok", "pool_status": {}, "version": self.config.version})
 
     def require_key(
         self, handler: Callable[[Request], Awaitable[Response]]
@@ -252,7 +266,16 @@ class PluginDaemon:
         return decoded
 
     async def decode_from_identifier(self, request: Request) -> Response:
-        identifier = request.query_params.get("plugin_unique_identifier", "")
+        if self.config.binds_query_identifier:
+            identifier = request.query_params.get("plugin_unique_identifier", "")
+        else:
+            try:
+                parsed = json.loads(await request.body() or b"{}")
+            except ValueError:
+                parsed = {}
+            identifier = parsed.get("plugin_unique_identifier", "") if isinstance(parsed, dict) else ""
+        if not identifier:
+            raise DaemonError(MISSING_IDENTIFIER, http_status=400)
         if identifier not in self.store.packages:
             raise DaemonError("plugin not found", "PluginDaemonInternalServerError", -500)
         return success(self.store.packages[identifier])
@@ -596,7 +619,7 @@ def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
             methods=["POST"],
         ),
         Route(
-            f"{prefix}/management/install/decode/from_identifier",
+            f"{prefix}/management/decode/from_identifier",
             keyed(daemon.decode_from_identifier),
             methods=["GET"],
         ),

@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from difystack.config_model import DIFY_TYPE_OF_KIND, LocalAIModel, StackConfig, XinferenceModel
+from difystack.config_model import (
+    DIFY_TYPE_OF_KIND,
+    PLUGIN_OF_PROVIDER,
+    LocalAIModel,
+    StackConfig,
+    XinferenceModel,
+)
 from difystack.model_paths import xinference_model_uri
 
 XINFERENCE_TYPE_OF_KIND = {"llm": "LLM", "embedding": "embedding", "rerank": "rerank"}
-PLUGIN_OF_PROVIDER = {"xinference": "langgenius/xinference", "localai": "langgenius/localai"}
 CREDENTIAL_NAME = "difystack"
 # Credential fields Dify stores obfuscated: compared through a fingerprint, never read back.
 SECRET_CREDENTIAL_FIELDS = frozenset({"api_key"})
