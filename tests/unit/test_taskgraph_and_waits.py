@@ -9,7 +9,9 @@ import pytest
 
 from difystack.compose_runtime import ServiceState
 from difystack.config_loader import load_config
+from difystack.lifecycle import gate_requirements
 from difystack.readiness import expected_workers, xinference_status
+from difystack.reconcile.converge import XINFERENCE_READY
 from difystack.taskgraph import DependencyFailed, TaskGraph
 from difystack.waits import ContainerWait, Probe, WaitGroup, WaitStrategy, WaitTarget
 
@@ -197,3 +199,14 @@ def test_distributed_xinference_is_ready_only_when_every_worker_joined() -> None
     )
     # A single-node Xinference is ready with its one (local) worker.
     assert expected_workers(load_config(env={})) == []
+
+
+def test_xinference_models_wait_for_every_worker_container_of_a_distributed_stack() -> None:
+    config = load_config(env={}, assignments=["xinference.topology=distributed", "xinference.workers=2"])
+    requirements = gate_requirements(config)
+    assert requirements[XINFERENCE_READY] == {
+        "xinference /status",
+        "xinference-worker-1",
+        "xinference-worker-2",
+    }
+    assert gate_requirements(load_config(env={}))[XINFERENCE_READY] == {"xinference /status"}
