@@ -135,6 +135,11 @@ class XinferenceModel(Strict):
     dimensions: int | None = Field(default=None, description="Expected embedding size, checked after deploy.")
     invoke_timeout: int = Field(default=60, ge=1)
     max_retries: int = Field(default=3, ge=0)
+    worker: int | None = Field(
+        default=None,
+        ge=1,
+        description="Distributed topology: launch on the stack's worker N (xinference-worker-N).",
+    )
 
     @field_validator("size", mode="before")
     @classmethod
@@ -173,6 +178,11 @@ class XinferenceModel(Strict):
         return self.dify_name or self.uid
 
 
+def worker_host(index: int) -> str:
+    """The host name worker N registers with the supervisor (its compose service name)."""
+    return f"xinference-worker-{index}"
+
+
 class XinferenceConfig(Strict):
     enabled: bool = True
     version: str = "v4.1.0"
@@ -190,6 +200,18 @@ class XinferenceConfig(Strict):
     @model_validator(mode="after")
     def _unique_uids(self) -> XinferenceConfig:
         _reject_duplicates([m.uid for m in self.models], "uid")
+        for index, model in enumerate(self.models):
+            if model.worker is None:
+                continue
+            if self.topology != "distributed":
+                raise ValueError(
+                    f"models[{index}].worker: placing a model on a worker needs `topology: distributed`"
+                )
+            if model.worker > self.workers:
+                raise ValueError(
+                    f"models[{index}].worker: {model.worker} names no worker; this stack has "
+                    f"{self.workers} (xinference-worker-1..{self.workers})"
+                )
         return self
 
 

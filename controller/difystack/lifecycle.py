@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from difystack.clients.http import CallJournal
 from difystack.compose_runtime import ComposeProject, ServiceState
+from difystack.config_model import StackConfig
 from difystack.endpoints import stack_endpoints
 from difystack.errors import DifystackError, Interrupted
 from difystack.preflight import published_ports_of, run_preflight
@@ -23,6 +24,7 @@ from difystack.readiness import (
     Timeouts,
     container_targets,
     endpoint_targets,
+    expected_workers,
 )
 from difystack.reconcile.converge import DIFY_READY, LOCALAI_READY, XINFERENCE_READY, ConvergeResult, Gate
 from difystack.reconcile.wiring import StateFile, build_converger
@@ -35,6 +37,15 @@ GATE_REQUIREMENTS = {
     LOCALAI_READY: {LOCALAI_ENDPOINT},
     DIFY_READY: {DIFY_ENDPOINT, "api", "plugin_daemon"},
 }
+
+
+def gate_requirements(config: StackConfig) -> dict[str, set[str]]:
+    """GATE_REQUIREMENTS for this stack: a distributed Xinference also needs every worker's
+    container healthy (a restarted worker has rejoined the supervisor before models deploy)."""
+    requirements = {name: set(needed) for name, needed in GATE_REQUIREMENTS.items()}
+    requirements[XINFERENCE_READY] |= set(expected_workers(config))
+    return requirements
+
 
 LOG_LINES_ON_FAILURE = 25
 HINTS = {
@@ -58,9 +69,12 @@ class UpResult:
 class GateKeeper:
     """Opens a converge gate once every wait it depends on is ready; fails it otherwise."""
 
-    def __init__(self, gates: dict[str, Gate], known: set[str]) -> None:
+    def __init__(
+        self, gates: dict[str, Gate], known: set[str], requirements: dict[str, set[str]] | None = None
+    ) -> None:
         self.gates = gates
-        self.needs = {name: GATE_REQUIREMENTS[name] & known for name in gates}
+        requirements = requirements or GATE_REQUIREMENTS
+        self.needs = {name: requirements[name] & known for name in gates}
         self.ready: set[str] = set()
         self._lock = threading.Lock()
         for name, needed in self.needs.items():
@@ -175,7 +189,7 @@ class Lifecycle:
         )
         view = WaitView(self.out, "Waiting for services and converging models")
         gates = {name: Gate(name) for name in GATE_REQUIREMENTS}
-        keeper = GateKeeper(gates, {t.name for t in targets})
+        keeper = GateKeeper(gates, {t.name for t in targets}, gate_requirements(self.stack.config))
 
         def on_wait_update(status: WaitStatus) -> None:
             view.update(status)

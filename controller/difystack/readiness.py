@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import httpx
 
 from difystack.compose_runtime import ServiceState
-from difystack.config_model import StackConfig
+from difystack.config_model import StackConfig, worker_host
 from difystack.endpoints import stack_endpoints
 from difystack.waits import ContainerWait, HttpWait, WaitTarget
 
@@ -34,16 +34,37 @@ def _dify_ping(response: httpx.Response) -> tuple[bool, str]:
     return pong, "pong" if pong else "unexpected answer to /console/api/ping"
 
 
-def _xinference_status(response: httpx.Response) -> tuple[bool, str]:
-    if response.status_code != 200:
-        return False, f"HTTP {response.status_code}"
-    try:
-        workers = response.json().get("workers") or {}
-    except (ValueError, AttributeError):
-        return False, "unexpected /status answer"
-    if not workers:
-        return False, "up, no worker registered yet"
-    return True, f"{len(workers)} worker(s)"
+def expected_workers(config: StackConfig) -> list[str]:
+    """The worker hosts the supervisor must list before Xinference is ready (none: any worker)."""
+    xinference = config.xinference
+    if xinference.external is not None or xinference.topology != "distributed":
+        return []
+    return [worker_host(index) for index in range(1, xinference.workers + 1)]
+
+
+def xinference_status(expected: list[str]) -> Callable[[httpx.Response], tuple[bool, str]]:
+    """Accept ``/status`` once it lists a worker, or every expected worker (by host)."""
+
+    def accept(response: httpx.Response) -> tuple[bool, str]:
+        if response.status_code != 200:
+            return False, f"HTTP {response.status_code}"
+        try:
+            workers = response.json().get("workers") or {}
+        except (ValueError, AttributeError):
+            return False, "unexpected /status answer"
+        if not workers:
+            return False, "up, no worker registered yet"
+        joined = {str(address).rsplit(":", 1)[0] for address in workers}
+        missing = [host for host in expected if host not in joined]
+        if missing:
+            return False, f"{len(expected) - len(missing)}/{len(expected)} workers joined; waiting for " + (
+                ", ".join(missing)
+            )
+        if expected:
+            return True, f"{len(expected)} workers joined"
+        return True, f"{len(workers)} worker(s)"
+
+    return accept
 
 
 def endpoint_targets(config: StackConfig, timeouts: Timeouts) -> list[WaitTarget]:
@@ -56,7 +77,11 @@ def endpoint_targets(config: StackConfig, timeouts: Timeouts) -> list[WaitTarget
     if endpoints.dify:
         target(DIFY_ENDPOINT, f"{endpoints.dify}/console/api/ping", _dify_ping)
     if endpoints.xinference:
-        target(XINFERENCE_ENDPOINT, f"{endpoints.xinference.from_host}/status", _xinference_status)
+        target(
+            XINFERENCE_ENDPOINT,
+            f"{endpoints.xinference.from_host}/status",
+            xinference_status(expected_workers(config)),
+        )
     if endpoints.localai:
         target(LOCALAI_ENDPOINT, f"{endpoints.localai.from_host}/readyz", None)
     return targets

@@ -77,6 +77,8 @@ def test_merge_keeps_base_keys_and_replaces_scalars() -> None:
         ("xinference.models.0.engine=null", "xinference.models[0].engine", "needs an engine"),
         ("bind_address=localhost", "bind_address", "not an IP address"),
         ("dify.version=1.15.0", "dify.version", "1.0 to 1.13"),
+        ("xinference.models.0.worker=1", "xinference.models[0].worker", "needs `topology: distributed`"),
+        ("xinference.models.0.worker=0", "xinference.models[0].worker", "greater than or equal to 1"),
     ],
 )
 def test_bad_values_name_the_field(assignment: str, field: str, words: str) -> None:
@@ -176,3 +178,15 @@ def test_offline_plugins_are_asked_only_for_the_providers_the_stack_registers(tm
                 f"dify.plugins.packages={{'langgenius/xinference': '{package}'}}",
             ]
         )
+
+
+def test_a_worker_beyond_the_stacks_workers_is_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            assignments=[
+                "xinference.topology=distributed",
+                "xinference.workers=2",
+                "xinference.models.1.worker=3",
+            ]
+        )
+    assert "xinference.models[1].worker: 3 names no worker; this stack has 2" in str(caught.value)

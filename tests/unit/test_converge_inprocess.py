@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from difystack.clients.http import CallJournal
@@ -170,6 +171,34 @@ def test_desired_credentials_are_the_exact_plugin_fields_as_strings(tmp_path: Pa
     }
     assert by_key["localai/granite-embedding-107m (text-embedding)"] == {"server_url": "http://localai:8080"}
     assert desired.plugins == ["langgenius/localai", "langgenius/xinference"]
+
+
+def test_a_model_pinned_to_a_worker_launches_with_that_workers_host(tmp_path: Path) -> None:
+    config = load_config(
+        env={},
+        assignments=[
+            "xinference.topology=distributed",
+            "xinference.workers=2",
+            "xinference.models.1.worker=2",
+        ],
+    )
+    first, second = desired_state(config, "http://xinference:9997", None, tmp_path).xinference
+    assert "worker_ip" not in first.launch and first.worker is None
+    # The supervisor matches worker_ip against the host part of each worker's address.
+    assert second.launch["worker_ip"] == second.worker == "xinference-worker-2"
+
+
+def test_models_shows_the_worker_each_running_model_is_on(servers: Servers, tmp_path: Path) -> None:
+    assert converge(servers, tmp_path)[0].ok
+    config = load_config(env={}, assignments=[f"xinference.external.url={servers.xinference}"])
+    endpoints = Endpoints(
+        servers.dify, ServerEndpoint(servers.xinference, servers.xinference, external=True), None
+    )
+    secrets = SecretsStore(tmp_path / "state" / "secrets.yaml")
+    converger, _ = build_converger(config, endpoints, secrets, tmp_path / "state", tmp_path)
+    workers = {row.id: row.worker for row in inventory(converger) if row.server == "xinference"}
+    status = httpx.get(f"{servers.xinference}/status").json()["workers"]
+    assert len(workers) == 2 and set(workers.values()) == set(status)  # the fake's one worker
 
 
 def test_custom_model_is_registered_from_its_weights_then_launched(servers: Servers, tmp_path: Path) -> None:

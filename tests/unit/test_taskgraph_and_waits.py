@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import httpx
 import pytest
 
 from difystack.compose_runtime import ServiceState
+from difystack.config_loader import load_config
+from difystack.lifecycle import gate_requirements
+from difystack.readiness import expected_workers, xinference_status
+from difystack.reconcile.converge import XINFERENCE_READY
 from difystack.taskgraph import DependencyFailed, TaskGraph
 from difystack.waits import ContainerWait, Probe, WaitGroup, WaitStrategy, WaitTarget
 
@@ -174,3 +179,34 @@ def test_http_wait_names_a_port_that_accepts_but_does_not_answer_yet() -> None:
         probe = HttpWait(f"http://127.0.0.1:{port}/status", timeout=5).probe()
         closer.join()
     assert probe == Probe(False, "not answering yet (connection closed)")
+
+
+def test_distributed_xinference_is_ready_only_when_every_worker_joined() -> None:
+    config = load_config(env={}, assignments=["xinference.topology=distributed", "xinference.workers=2"])
+    accept = xinference_status(expected_workers(config))
+
+    def status(*addresses: str) -> httpx.Response:
+        return httpx.Response(200, json={"uptime": 3, "workers": {a: {} for a in addresses}})
+
+    assert accept(status()) == (False, "up, no worker registered yet")
+    assert accept(status("xinference-worker-1:30001")) == (
+        False,
+        "1/2 workers joined; waiting for xinference-worker-2",
+    )
+    assert accept(status("xinference-worker-2:30002", "xinference-worker-1:30001")) == (
+        True,
+        "2 workers joined",
+    )
+    # A single-node Xinference is ready with its one (local) worker.
+    assert expected_workers(load_config(env={})) == []
+
+
+def test_xinference_models_wait_for_every_worker_container_of_a_distributed_stack() -> None:
+    config = load_config(env={}, assignments=["xinference.topology=distributed", "xinference.workers=2"])
+    requirements = gate_requirements(config)
+    assert requirements[XINFERENCE_READY] == {
+        "xinference /status",
+        "xinference-worker-1",
+        "xinference-worker-2",
+    }
+    assert gate_requirements(load_config(env={}))[XINFERENCE_READY] == {"xinference /status"}

@@ -90,18 +90,18 @@ def models(config_file: Path | None, assignments: tuple[str, ...], as_json: bool
         click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
         return
     table = Table(title=f"models of stack {stack.name}", title_justify="left")
-    for column in ("server", "UID / name", "type", "state", "Dify model", "in Dify", "default"):
+    columns = ["server", "UID / name", "type", "state", "Dify model", "in Dify", "default"]
+    distributed = any(row.worker for row in rows)
+    if distributed:
+        columns.insert(4, "worker")
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(
-            row.server,
-            row.id,
-            row.type,
-            row.server_state,
-            row.dify_model or "-",
-            row.dify_state,
-            row.default_for or "",
-        )
+        cells = [row.server, row.id, row.type, row.server_state]
+        if distributed:
+            cells.append(row.worker or "-")
+        cells += [row.dify_model or "-", row.dify_state, row.default_for or ""]
+        table.add_row(*cells)
     console.out.print(table)
 
 

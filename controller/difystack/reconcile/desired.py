@@ -17,6 +17,7 @@ from difystack.config_model import (
     LocalAIModel,
     StackConfig,
     XinferenceModel,
+    worker_host,
 )
 from difystack.model_paths import xinference_model_uri
 
@@ -34,6 +35,7 @@ class XinferenceDeployment:
     custom_spec: dict[str, Any] | None
     expected_dimensions: int | None
     field: str  # config path, for messages
+    worker: str | None = None  # the worker's host as the supervisor knows it (launch's worker_ip)
 
     @property
     def name(self) -> str:
@@ -119,11 +121,17 @@ def xinference_deployment(model: XinferenceModel, index: int, config_dir: Path) 
     ):
         if value is not None:
             launch[key] = value
+    worker = worker_host(model.worker) if model.worker is not None else None
+    if worker is not None:
+        # Xinference's launch places the model on the worker whose address has this host part.
+        launch["worker_ip"] = worker
     launch.update(model.launch_options)
     custom = None
     if model.custom is not None:
         custom = custom_spec(model, xinference_model_uri(model, config_dir, field_path) or "")
-    return XinferenceDeployment(model.uid, launch["model_type"], launch, custom, model.dimensions, field_path)
+    return XinferenceDeployment(
+        model.uid, launch["model_type"], launch, custom, model.dimensions, field_path, worker
+    )
 
 
 def custom_spec(model: XinferenceModel, uri: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ class ModelRow:
     dify_model: str | None
     dify_state: str  # registered | differs | missing | unreachable | not registered
     default_for: str | None
+    worker: str | None = None  # Xinference worker address(es) the model runs on
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,17 +42,13 @@ def inventory(converger: Converger) -> list[ModelRow]:
     rows = []
     for deployment in converger.desired.xinference:
         registration = registrations.get(("xinference", deployment.uid))
-        rows.append(
-            _row(
-                "xinference",
-                deployment.uid,
-                deployment.model_type,
-                _xinference_state(converger, deployment.uid) if readable else "missing",
-                registration,
-                dify_states,
-                defaults,
-            )
+        state = _xinference_state(converger, deployment.uid) if readable else "missing"
+        row = _row(
+            "xinference", deployment.uid, deployment.model_type, state, registration, dify_states, defaults
         )
+        if state in ("running", "loading"):
+            row.worker = _xinference_worker(converger, deployment.uid)
+        rows.append(row)
     for deployment_l in converger.desired.localai:
         registration = registrations.get(("localai", deployment_l.name))
         rows.append(
@@ -110,6 +107,15 @@ def _xinference_state(converger: Converger, uid: str) -> str:
         return "loading" if converger.xinference.launch_in_progress(uid) else "missing"
     except HttpError:
         return UNREACHABLE
+
+
+def _xinference_worker(converger: Converger, uid: str) -> str | None:
+    if converger.xinference is None:
+        return None
+    try:
+        return ", ".join(converger.xinference.workers_of(uid)) or None
+    except HttpError:
+        return None
 
 
 def _localai_state(converger: Converger, name: str) -> str:

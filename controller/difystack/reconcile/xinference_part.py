@@ -136,6 +136,16 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str
             return False
         return any(str(i.get("status", "")).upper() in LAUNCHING_STATES for i in instances)
 
+    def workers_of(self, uid: str) -> list[str]:
+        """The worker addresses (host:port) the uid's replicas run on, from its instance rows."""
+        addresses: list[str] = []
+        for instance in self.client.instances(uid):
+            for replica in instance.get("replica_statuses") or []:
+                address = replica.get("worker_address") if isinstance(replica, dict) else None
+                if address and address not in addresses:
+                    addresses.append(str(address))
+        return addresses
+
     def _follow_launch(self, deployment: XinferenceDeployment, step: str) -> None:
         uid = deployment.uid
 
