@@ -193,9 +193,24 @@ class XinferenceConfig(Strict):
     model_src: Literal["huggingface", "modelscope", "auto"] = "huggingface"
     hf_endpoint: str | None = None
     auth: bool = Field(default=False, description="Turn on Xinference's own accounts and API keys.")
+    expose: bool = Field(
+        default=False,
+        description="Publish Xinference's port on bind_address (else on 127.0.0.1 only); turns auth on.",
+    )
     max_concurrent_launches: int = Field(default=5, ge=1, le=64)
     shm_size: str = "8gb"
     models: list[XinferenceModel] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _exposed_needs_accounts(self) -> XinferenceConfig:
+        if self.expose and not self.auth:
+            if "auth" in self.model_fields_set:
+                raise ValueError(
+                    "auth: off, but xinference.expose publishes Xinference beyond this machine; "
+                    "turn auth on or expose off"
+                )
+            self.auth = True
+        return self
 
     @model_validator(mode="after")
     def _unique_uids(self) -> XinferenceConfig:
@@ -250,18 +265,30 @@ class LocalAIConfig(Strict):
     external: ExternalServer | None = None
     threads: int | None = Field(default=None, ge=1)
     api_key: bool = Field(default=False, description="Require an API key (Dify cannot send one).")
+    expose: bool = Field(
+        default=False,
+        description="Publish LocalAI's port on bind_address (else on 127.0.0.1 only); needs api_key.",
+    )
     models: list[LocalAIModel] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _rules(self) -> LocalAIConfig:
         _reject_duplicates([m.name for m in self.models], "name")
-        if self.api_key:
-            registered = [m.name for m in self.models if m.register_in_dify]
-            if registered:
-                raise ValueError(
-                    "api_key: on, but Dify's LocalAI provider cannot send an API key; set "
-                    f"`register: false` on {', '.join(registered)} or turn api_key off"
-                )
+        registered = [m.name for m in self.models if m.register_in_dify]
+        if self.expose and registered:
+            raise ValueError(
+                "expose: an exposed LocalAI needs localai.api_key, which Dify's LocalAI plugin cannot "
+                f"send; keep localai.expose off or set `register: false` on {', '.join(registered)}"
+            )
+        if self.expose and not self.api_key:
+            if "api_key" in self.model_fields_set:
+                raise ValueError("api_key: off, but localai.expose publishes LocalAI; turn api_key on")
+            self.api_key = True
+        if self.api_key and registered:
+            raise ValueError(
+                "api_key: on, but Dify's LocalAI provider cannot send an API key; set "
+                f"`register: false` on {', '.join(registered)} or turn api_key off"
+            )
         return self
 
 
@@ -298,6 +325,26 @@ class DifyConfig(Strict):
     )
     vector_store: Literal["weaviate"] = "weaviate"
     plugins: PluginConfig = Field(default_factory=PluginConfig)
+    plugin_debugging: bool = Field(
+        default=False, description="Publish the plugin daemon's remote-debugging port 5003 on bind_address."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The URL people open Dify at. Unset: http://<host>:<port>, the host being this "
+        "machine's LAN address when bind_address is 0.0.0.0.",
+    )
+    celery_workers: int = Field(default=4, ge=1, le=64, description="CELERY_WORKER_AMOUNT of Dify's worker.")
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise ValueError(f"{value!r}: give scheme, host and port only, e.g. http://dify.lan:8080")
+        return value.rstrip("/")
+
     default_models: dict[DifyModelType, str] | None = Field(
         default=None,
         description="System default model per type, as `name` or `provider/name`. Unset: the "

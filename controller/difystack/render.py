@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,7 @@ def build_context(
             if mount:
                 mounts.append(mount)
     domains, ips = _ssrf_allowlist(config)
+    public_url = dify_public_url(config)
     return {
         "difystack_version": __version__,
         "stack": config,
@@ -90,6 +92,8 @@ def build_context(
             part.enabled and part.external is not None and part.external.needs_host_gateway
             for part in (config.xinference, config.localai)
         ),
+        "dify_public_url": public_url,
+        "dify_public_host": urlsplit(public_url).hostname,
         "marketplace_enabled": "true" if config.dify.plugins.source == "marketplace" else "false",
         "ssrf_allowed_domains": domains,
         "ssrf_allowed_ips": ips,
@@ -100,6 +104,31 @@ def build_context(
         "volumes": _volumes(config, xinference_local, localai_local),
         "secrets": secrets,
     }
+
+
+def lan_address() -> str | None:
+    """The address this machine's default route leaves from (no packet is sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
+
+
+def dify_public_url(config: StackConfig) -> str:
+    """The URL people reach Dify at, for the links Dify hands out."""
+    if config.dify.public_url:
+        return config.dify.public_url
+    bind = ipaddress.ip_address(config.bind_address)
+    if bind.is_loopback:
+        host = "localhost"
+    elif bind.is_unspecified:
+        host = lan_address() or socket.gethostname()
+    else:
+        host = config.bind_address if bind.version == 4 else f"[{config.bind_address}]"
+    port = "" if config.dify.port == 80 else f":{config.dify.port}"
+    return f"http://{host}{port}"
 
 
 def render_project(
@@ -218,5 +247,5 @@ def _volumes(config: StackConfig, xinference_local: bool, localai_local: bool) -
     if xinference_local:
         volumes.append("xinference_home")
     if localai_local:
-        volumes += ["localai_models", "localai_backends"]
+        volumes += ["localai_models", "localai_backends", "localai_data", "localai_configuration"]
     return volumes

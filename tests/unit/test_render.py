@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from difystack.config_loader import load_config
+from difystack.errors import ConfigError
 from difystack.reference import committed_files, reference_dirs, render_reference
 from difystack.render import render_project, write_project
 from difystack.secrets_store import GENERATED, PLACEHOLDERS, SecretsStore
@@ -122,16 +123,107 @@ def test_dify_services_and_shared_model_network(tmp_path: Path) -> None:
     assert parsed["networks"]["ssrf_proxy_network"]["internal"] is True
 
 
-def test_published_ports_bind_to_the_configured_address(tmp_path: Path) -> None:
+def published_on(parsed: dict[str, Any]) -> dict[str, set[str]]:
+    return {
+        name: {port["host_ip"] for port in service.get("ports", [])}
+        for name, service in parsed["services"].items()
+        if service.get("ports")
+    }
+
+
+def test_bind_address_opens_dify_but_not_the_model_servers(tmp_path: Path) -> None:
     for bind in ("127.0.0.1", "0.0.0.0"):
         _, parsed = render_to(tmp_path / bind, [f"bind_address={bind}", "dify.port=8181"])
-        published = [
-            (name, port) for name, svc in parsed["services"].items() for port in svc.get("ports", [])
-        ]
-        assert {name for name, _ in published} == {"nginx", "xinference", "localai"}
-        assert all(port["host_ip"] == bind for _, port in published)
+        assert published_on(parsed) == {
+            "nginx": {bind},
+            "xinference": {"127.0.0.1"},
+            "localai": {"127.0.0.1"},
+        }
         nginx_port = parsed["services"]["nginx"]["ports"][0]
         assert (nginx_port["published"], nginx_port["target"]) == ("8181", 80)
+
+
+def test_an_exposed_xinference_is_published_with_its_accounts_on(tmp_path: Path) -> None:
+    _, parsed = render_to(tmp_path, ["bind_address=0.0.0.0", "xinference.expose=true"])
+    assert published_on(parsed)["xinference"] == {"0.0.0.0"}
+    assert published_on(parsed)["localai"] == {"127.0.0.1"}
+    assert parsed["services"]["xinference"]["environment"]["XINFERENCE_AUTH_ADVANCED"] == "1"
+    with pytest.raises(ConfigError, match=r"xinference\.auth: off, but xinference\.expose"):
+        load_config(env={}, assignments=["xinference.expose=true", "xinference.auth=false"])
+
+
+def test_an_exposed_localai_with_registered_models_is_refused_naming_both_settings() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={}, assignments=["localai.expose=true"])
+    message = str(caught.value)
+    assert "localai.expose" in message and "localai.api_key" in message and "\n" not in message
+    config = load_config(
+        env={},
+        assignments=[
+            "localai.expose=true",
+            "localai.models.0.register=false",
+            "localai.models.1.register=false",
+        ],
+    )
+    assert config.localai.api_key
+
+
+def test_plugin_debugging_port_is_off_unless_asked_for(tmp_path: Path) -> None:
+    _, parsed = render_to(tmp_path / "off", ["bind_address=0.0.0.0"])
+    assert "ports" not in parsed["services"]["plugin_daemon"]
+    _, parsed = render_to(tmp_path / "on", ["bind_address=0.0.0.0", "dify.plugin_debugging=true"])
+    (port,) = parsed["services"]["plugin_daemon"]["ports"]
+    assert (port["target"], port["published"], port["host_ip"]) == (5003, "5003", "0.0.0.0")
+
+
+def test_dify_services_match_upstream_settings(tmp_path: Path) -> None:
+    out, parsed = render_to(tmp_path, ["dify.port=8181", "dify.celery_workers=6"])
+    env = parsed["services"]["worker"]["environment"]
+    assert env["CELERY_WORKER_AMOUNT"] == "6"
+    assert env["UV_CACHE_DIR"] == "/tmp/.uv-cache"
+    assert env["TRIGGER_URL"] == env["FILES_URL"] == "http://localhost:8181"
+    assert env["ENDPOINT_URL_TEMPLATE"] == "http://localhost:8181/e/{hook_id}"
+    localai_targets = {volume["target"] for volume in parsed["services"]["localai"]["volumes"]}
+    assert {"/models", "/backends", "/data", "/configuration"} <= localai_targets
+    squid = (out / "ssrf_proxy" / "squid.conf").read_text()
+    assert "cache_peer_access sandbox allow sandbox_port" in squid
+    assert "cache_peer_access sandbox deny all" in squid
+
+
+def test_public_url_is_the_lan_address_on_0_0_0_0_or_the_given_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("difystack.render.lan_address", lambda: "192.168.7.9")
+    _, parsed = render_to(tmp_path / "lan", ["bind_address=0.0.0.0", "dify.port=8088"])
+    env = parsed["services"]["api"]["environment"]
+    assert env["ENDPOINT_URL_TEMPLATE"] == "http://192.168.7.9:8088/e/{hook_id}"
+    assert env["PLUGIN_REMOTE_INSTALL_HOST"] == "192.168.7.9"
+    _, parsed = render_to(
+        tmp_path / "given", ["bind_address=0.0.0.0", "dify.public_url=https://dify.team.lan/"]
+    )
+    assert parsed["services"]["api"]["environment"]["SERVICE_API_URL"] == "https://dify.team.lan"
+    with pytest.raises(ConfigError, match=r"dify\.public_url: "):
+        load_config(env={}, assignments=["dify.public_url=https://dify.team.lan/app"])
+
+
+def test_nginx_forwards_host_and_port_in_every_location(tmp_path: Path) -> None:
+    out, _ = render_to(tmp_path, [])
+    conf = (out / "nginx" / "default.conf").read_text()
+    locations = [block for block in conf.split("location ")[1:] if "proxy_pass" in block]
+    assert len(locations) >= 8
+    for block in locations:
+        for header in ("Host $host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Port"):
+            assert f"proxy_set_header {header}" in block, block
+    assert "Dify-Hook-Url $scheme://$http_host$request_uri" in conf
+
+
+def test_xinference_hub_caches_live_in_its_volume(tmp_path: Path) -> None:
+    _, parsed = render_to(tmp_path, [])
+    service = parsed["services"]["xinference"]
+    data = next(v for v in service["volumes"] if v["target"] == "/data")
+    assert data["type"] == "volume"
+    assert service["environment"]["HF_HOME"].startswith("/data/")
+    assert service["environment"]["MODELSCOPE_CACHE"].startswith("/data/")
 
 
 def test_image_overrides_take_effect(tmp_path: Path) -> None:
