@@ -44,6 +44,8 @@ EXPORTED_SETTINGS = {
     settings.FAKE_DAEMON_VERSION.name: "0.5.5",
     settings.FAKE_MARKETPLACE.name: "reachable",
     settings.FAKE_XINFERENCE_CACHE_TTL.name: "300",
+    settings.FAKE_PLUGIN_ENVS.name: "",
+    settings.PLUGIN_PACKAGES.name: "",
     settings.STUB_NAME.name: "stub",
     settings.STUB_PATHS.name: "/health",
     settings.CI_TOOLS.name: "/opt/difystack-ci",

@@ -81,6 +81,12 @@ FAKE_MARKETPLACE = _setting("FAKE_MARKETPLACE", "reachable | unreachable", "fake
 FAKE_XINFERENCE_CACHE_TTL = _setting(
     "FAKE_XINFERENCE_CACHE_TTL", "the Xinference plugin's describe cache, seconds", "fakes"
 )
+FAKE_PLUGIN_ENVS = _setting(
+    "FAKE_PLUGIN_ENVS", "where the fake plugin daemon finds the plugins' prebuilt environments", "fakes"
+)
+PLUGIN_PACKAGES = _setting(
+    "PLUGIN_PACKAGES", "a directory of .difypkg files the stand-in daemon runs", "standins, tests"
+)
 STUB_NAME = _setting("STUB_NAME", "the service a stub stands in for", "fakes")
 STUB_PATHS = _setting("STUB_PATHS", "the paths a stub answers", "fakes")
 CI_TOOLS = _setting("CI_TOOLS", "where CI provisioning installs its tools", "scripts/provision-docker")

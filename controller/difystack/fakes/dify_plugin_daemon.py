@@ -60,6 +60,7 @@ from difystack.fakes.dify_plugin_runtime import (
     error_type_of,
 )
 from difystack.fakes.dify_plugin_xinference import XinferenceRuntime
+from difystack.fakes.plugin_process import PluginFailure, PluginProcess, PluginStartError, env_python, unpack
 
 DEFAULT_SERVER_KEY = "lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi"
 DAEMON_VERSION = "0.5.3"
@@ -128,6 +129,7 @@ class DaemonConfig:
     storage_root: Path
     max_package_size: int
     xinference_cache_ttl: float
+    plugin_envs: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DaemonConfig:
@@ -137,6 +139,7 @@ class DaemonConfig:
             storage_root=Path(env.get("PLUGIN_STORAGE_LOCAL_ROOT") or "/app/storage"),
             max_package_size=int(env.get("MAX_PLUGIN_PACKAGE_SIZE") or 52428800),
             xinference_cache_ttl=float(settings.FAKE_XINFERENCE_CACHE_TTL.read(env) or 300),
+            plugin_envs=Path(envs) if (envs := settings.FAKE_PLUGIN_ENVS.read(env)) else None,
         )
 
 
@@ -198,6 +201,8 @@ class PluginDaemon:
             "langgenius/localai": LocalAIRuntime(),
         }
         self.workers: set[asyncio.Task[None]] = set()
+        # Real plugins (package unpacked, environment prebuilt from its own lock), by plugin id.
+        self.processes: dict[str, PluginProcess] = {}
 
     # -- health / auth
 
@@ -328,12 +333,41 @@ class PluginDaemon:
             if self.behaviour.fails("install", plugin["plugin_id"]):
                 plugin.update(status="failed", message=injected_dependency_failure(plugin["plugin_id"]))
             else:
-                self.install(task["tenant_id"], plugin["plugin_unique_identifier"], source)
-                plugin.update(status="success", message="installed")
+                try:
+                    await self.start_real_plugin(plugin["plugin_unique_identifier"])
+                except PluginStartError as exc:
+                    plugin.update(status="failed", message=str(exc))
+                else:
+                    self.install(task["tenant_id"], plugin["plugin_unique_identifier"], source)
+                    plugin.update(status="success", message="installed")
             task["completed_plugins"] += 1
         failed = any(plugin["status"] == "failed" for plugin in task["plugins"])
         task.update(status="failed" if failed else "success", updated_at=now_iso())
         self.store.save()
+
+    async def start_real_plugin(self, identifier: str) -> None:
+        """Unpack the package and start it, when an environment was built for its lock."""
+        if self.config.plugin_envs is None:
+            return
+        plugin_id = identifier.split(":", 1)[0]
+        checksum = identifier.rsplit("@", 1)[1]
+        package = self.store.package_dir / f"{checksum}.difypkg"
+        if not package.exists():
+            return
+        cwd = self.config.storage_root / "cwd" / plugin_id.replace("/", "-") / checksum
+        plugin_dir = unpack(package, cwd)
+        python = env_python(self.config.plugin_envs, plugin_dir)
+        if python is None:
+            raise PluginStartError(
+                f"failed to install dependencies: no environment was built for {identifier}'s"
+                f" uv.lock under {self.config.plugin_envs}"
+            )
+        previous = self.processes.pop(plugin_id, None)
+        if previous is not None:
+            await previous.stop()
+        process = PluginProcess(plugin_dir, str(python))
+        await process.ensure_started()
+        self.processes[plugin_id] = process
 
     def update_task(self, task: dict[str, Any], task_status: str, plugin_status: str, message: str) -> None:
         task.update(status=task_status, updated_at=now_iso())
@@ -446,6 +480,9 @@ class PluginDaemon:
     # -- dispatch (streamed)
 
     async def validate_model_credentials(self, request: Request) -> Response:
+        if request.headers.get("X-Plugin-ID", "") in self.processes:
+            return await self.dispatch_real(request, "validate_model_credentials")
+
         async def run(runtime: ModelProviderRuntime, data: Mapping[str, Any]) -> Any:
             credentials = dict(data.get("credentials") or {})
             await runtime.validate_credentials(
@@ -456,6 +493,9 @@ class PluginDaemon:
         return await self.dispatch(request, run)
 
     async def model_schema(self, request: Request) -> Response:
+        if request.headers.get("X-Plugin-ID", "") in self.processes:
+            return await self.dispatch_real(request, "get_ai_model_schemas")
+
         async def run(runtime: ModelProviderRuntime, data: Mapping[str, Any]) -> Any:
             credentials = dict(data.get("credentials") or {})
             schema = await runtime.model_schema(
@@ -490,6 +530,24 @@ class PluginDaemon:
             error = DaemonError(json.dumps(inner), "PluginInvokeError", -500)
             chunk = error.envelope()
         return sse_response([chunk])
+
+    async def dispatch_real(self, request: Request, action: str) -> Response:
+        """Forward the dispatch to the real plugin; each ``stream`` chunk becomes one event."""
+        plugin_id = request.headers["X-Plugin-ID"]
+        if plugin_id not in self.store.tenant_installations(request.path_params["tenant_id"]):
+            return DaemonError("plugin not found", "PluginNotFoundError", -404, http_status=404).response()
+        body = await json_body(request) or {}
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        invocation = {"user_id": body.get("user_id", ""), "type": "model", "action": action, **data}
+        try:
+            results = await self.processes[plugin_id].invoke(invocation)
+            chunks = [{"code": 0, "message": "", "data": result} for result in results]
+        except PluginFailure as failure:
+            inner = {"error_type": failure.error_type, "message": failure.message, "args": failure.args_}
+            chunks = [DaemonError(json.dumps(inner), "PluginInvokeError", -500).envelope()]
+        except PluginStartError as exc:
+            chunks = [DaemonError(str(exc), "PluginDaemonInternalServerError", -500).envelope()]
+        return sse_response(chunks)
 
     def runtime_for(self, plugin_id: str) -> ModelProviderRuntime:
         return self.runtimes.get(plugin_id) or GenericRuntime()
@@ -620,6 +678,8 @@ def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
         yield
         for worker in list(daemon.workers):
             worker.cancel()
+        for process in list(daemon.processes.values()):
+            await process.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.daemon = daemon
