@@ -11,6 +11,7 @@ import pytest
 
 from difystack import settings
 from difystack.fakes.plugin_process import build_env, unpack
+from difystack.fakes.tiktoken_cache import ensure_gpt2
 from tests.conftest import REPO_ROOT
 
 SHARED_PACKAGES = REPO_ROOT.parent / "shared" / "upstream" / "dify-official-plugins"
@@ -57,3 +58,9 @@ def plugin_envs_root() -> Path:
         plugin_dir = unpack(difypkg, root / "unpacked" / difypkg.stem)
         build_env(plugin_dir, root, python)
     return root
+
+
+def tiktoken_cache() -> Path:
+    """tiktoken's gpt2 files (see difystack.fakes.tiktoken_cache), kept between runs."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "difystack" / "tiktoken"
+    return ensure_gpt2(root)

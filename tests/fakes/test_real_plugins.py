@@ -12,9 +12,11 @@ import pytest
 
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
+from difystack.fakes.localai import create_app as create_localai
 from difystack.fakes.xinference import create_app as create_xinference
 from tests.conftest import serve_app
-from tests.fakes.real_plugins import package, plugin_envs_root
+from tests.fakes.real_plugins import package, plugin_envs_root, tiktoken_cache
+from tests.fakes.test_localai_contract import install as install_localai_model
 from tests.fakes.test_xinference_contract import QWEN_GGUF, fake_env, launch
 
 KEY = "real-plugin-test-key"
@@ -24,6 +26,15 @@ KEYED = {"X-Api-Key": KEY}
 @pytest.fixture(scope="module")
 def envs_root() -> Path:
     return plugin_envs_root()
+
+
+def daemon_env(tmp_path: Path, envs_root: Path) -> dict[str, str]:
+    return {
+        "SERVER_KEY": KEY,
+        "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon"),
+        "FORCE_VERIFYING_SIGNATURE": "false",
+        "DIFYSTACK_FAKE_PLUGIN_ENVS": str(envs_root),
+    }
 
 
 def install(client: httpx.Client, difypkg: Path) -> str:
@@ -61,17 +72,11 @@ def dispatch(client: httpx.Client, plugin_id: str, data: dict[str, Any]) -> list
 
 
 def test_real_xinference_plugin_validates_and_enriches_and_rejects(tmp_path: Path, envs_root: Path) -> None:
-    daemon_env = {
-        "SERVER_KEY": KEY,
-        "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon"),
-        "FORCE_VERIFYING_SIGNATURE": "false",
-        "DIFYSTACK_FAKE_PLUGIN_ENVS": str(envs_root),
-    }
     xinference_app = create_xinference(Behaviour(), fake_env(tmp_path / "xinference"))
     with (
         serve_app(xinference_app) as xinference_url,
         httpx.Client(base_url=xinference_url, timeout=30) as xinference,
-        serve_app(create_daemon(Behaviour(), daemon_env)) as daemon_url,
+        serve_app(create_daemon(Behaviour(), daemon_env(tmp_path, envs_root))) as daemon_url,
         httpx.Client(base_url=daemon_url, timeout=30) as client,
     ):
         assert launch(xinference, {**QWEN_GGUF, "model_uid": "qwen"}).status_code == 200
@@ -111,3 +116,37 @@ def test_real_xinference_plugin_validates_and_enriches_and_rejects(tmp_path: Pat
         assert outer["error_type"] == "PluginInvokeError"
         assert inner["error_type"] == "CredentialsValidateFailedError"
         assert "no-such-uid" in inner["message"]
+
+
+def test_real_localai_plugin_counts_tokens_offline_and_adds_the_trailing_slash(
+    tmp_path: Path, envs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in the official daemon image: the plugins inherit a preloaded tiktoken cache.
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache()))
+    localai_app = create_localai(Behaviour(), {"MODELS_PATH": str(tmp_path / "models")})
+    with (
+        serve_app(localai_app) as localai_url,
+        httpx.Client(base_url=localai_url, timeout=30) as localai,
+        serve_app(create_daemon(Behaviour(), daemon_env(tmp_path, envs_root))) as daemon_url,
+        httpx.Client(base_url=daemon_url, timeout=30) as client,
+    ):
+        install_localai_model(localai, {"id": "localai@qwen3-0.6b"})
+        install(client, package("localai"))
+        credentials = {
+            "server_url": localai_url,
+            "completion_type": "chat_completion",
+            "context_size": "2048",
+        }
+        data = {"provider": "localai", "model_type": "llm", "model": "qwen3-0.6b", "credentials": credentials}
+        accepted = dispatch(client, "langgenius/localai", data)
+        assert accepted[0]["code"] == 0, accepted
+        assert accepted[0]["data"]["credentials"]["server_url"] == localai_url + "/"
+        chats = [entry for entry in localai.get("/_fake/requests").json() if "chat/completions" in str(entry)]
+        assert chats, "the plugin never called the model server"
+
+        wrong = {**data, "model": "no-such-model"}
+        rejected = dispatch(client, "langgenius/localai", wrong)
+        assert rejected[0]["code"] == -500
+        inner = json.loads(json.loads(rejected[0]["message"])["message"])
+        assert inner["error_type"] == "CredentialsValidateFailedError"
+        assert "no-such-model" in inner["message"], inner
