@@ -32,6 +32,7 @@ EXPORTED_SETTINGS = {
     settings.XINFERENCE_API_KEY.name: "",
     settings.XINFERENCE_SETUP_TOKEN.name: "exported-setup-token",
     settings.STANDIN_BASE.name: "difystack/offline-base:bookworm",
+    settings.STANDIN_PLUGIN_BASE.name: "difystack/offline-base-plugins:trixie",
     settings.STANDIN_TAG.name: "latest",
     settings.FAKE_HOST.name: "0.0.0.0",
     settings.FAKE_PORT.name: "",

@@ -65,6 +65,9 @@ XINFERENCE_SETUP_TOKEN = _setting(
     secret=True,
 )
 STANDIN_BASE = _setting("STANDIN_BASE", "the image stand-ins are built FROM", "standins, tests")
+STANDIN_PLUGIN_BASE = _setting(
+    "STANDIN_PLUGIN_BASE", "the Python >= 3.12 image the real-plugin daemon is built FROM", "standins, tests"
+)
 STANDIN_TAG = _setting("STANDIN_TAG", "the tag of the stand-in images (default latest)", "standins, tests")
 FAKE_HOST = _setting("FAKE_HOST", "address a fake server binds", "fakes")
 FAKE_PORT = _setting("FAKE_PORT", "port a fake server listens on", "fakes")

@@ -16,7 +16,16 @@ Environment (same names as the real daemon): ``SERVER_KEY`` (the api must send i
 ``MAX_PLUGIN_PACKAGE_SIZE`` (default 52428800) and ``DIFYSTACK_FAKE_XINFERENCE_CACHE_TTL``
 (the Xinference plugin's describe cache, default 300 s).
 
-Credential validation and model schemas run the emulated official plugins
+With ``DIFYSTACK_FAKE_PLUGIN_ENVS`` (a directory of environments built from the packages' own
+uv.lock files, as the plugin-daemon stand-in image bakes them) an install task unpacks the
+package and starts the REAL plugin (:mod:`~difystack.fakes.plugin_process`), and the dispatch
+routes forward to it over stdio: its ``stream`` chunks become the SSE events, its ``error``
+becomes the ``PluginInvokeError`` envelope around the plugin's own error type and message.
+The LocalAI plugin's token counting needs tiktoken's gpt2 files in ``TIKTOKEN_CACHE_DIR``
+(exact files, see :mod:`~difystack.fakes.tiktoken_cache`).
+
+Without it (in-process tests that have no plugin environments), credential validation and
+model schemas run the emulated official plugins
 (:mod:`~difystack.fakes.dify_plugin_xinference`, :mod:`~difystack.fakes.dify_plugin_localai`),
 which make the plugins' real HTTP calls to the model servers; packages are read with
 :mod:`~difystack.fakes.difypkg` (see there for the fake signature scheme).
