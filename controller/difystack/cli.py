@@ -232,15 +232,39 @@ def standins() -> None:
     is_flag=True,
     help="Also build PostgreSQL/Redis/nginx/squid/busybox stand-ins (needs the offline base image).",
 )
+@click.option(
+    "--plugin-packages",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="A directory of .difypkg files the plugin-daemon stand-in runs for real"
+    " (or $DIFYSTACK_PLUGIN_PACKAGES).",
+)
+@click.option(
+    "--plugin-base",
+    default=None,
+    metavar="IMAGE",
+    help="Image with Python >= 3.12 for that stand-in (default python:3.12-slim,"
+    " or $DIFYSTACK_STANDIN_PLUGIN_BASE).",
+)
 @click.option("--force", is_flag=True, help="Rebuild even when the images are up to date.")
-def standins_build(base_image: str | None, infra: bool, force: bool) -> None:
+def standins_build(
+    base_image: str | None, infra: bool, plugin_packages: Path | None, plugin_base: str | None, force: bool
+) -> None:
     """Build the stand-in images and print the `images:` section that uses them."""
     import yaml
 
+    from difystack import settings
     from difystack.standins import StandinBuilder, describe
 
+    packages = plugin_packages or (Path(p) if (p := settings.PLUGIN_PACKAGES.read()) else None)
     builder = StandinBuilder(progress=_print_build_step)
-    overrides = builder.build(_standin_base(base_image), infra=infra, force=force)
+    overrides = builder.build(
+        _standin_base(base_image),
+        infra=infra,
+        force=force,
+        plugin_packages=packages,
+        plugin_base=plugin_base or settings.STANDIN_PLUGIN_BASE.read(),
+    )
     click.echo(yaml.safe_dump(describe(overrides), sort_keys=False), nl=False)
 
 

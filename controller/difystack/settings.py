@@ -65,6 +65,9 @@ XINFERENCE_SETUP_TOKEN = _setting(
     secret=True,
 )
 STANDIN_BASE = _setting("STANDIN_BASE", "the image stand-ins are built FROM", "standins, tests")
+STANDIN_PLUGIN_BASE = _setting(
+    "STANDIN_PLUGIN_BASE", "the Python >= 3.12 image the real-plugin daemon is built FROM", "standins, tests"
+)
 STANDIN_TAG = _setting("STANDIN_TAG", "the tag of the stand-in images (default latest)", "standins, tests")
 FAKE_HOST = _setting("FAKE_HOST", "address a fake server binds", "fakes")
 FAKE_PORT = _setting("FAKE_PORT", "port a fake server listens on", "fakes")
@@ -80,6 +83,12 @@ FAKE_DAEMON_VERSION = _setting(
 FAKE_MARKETPLACE = _setting("FAKE_MARKETPLACE", "reachable | unreachable", "fakes")
 FAKE_XINFERENCE_CACHE_TTL = _setting(
     "FAKE_XINFERENCE_CACHE_TTL", "the Xinference plugin's describe cache, seconds", "fakes"
+)
+FAKE_PLUGIN_ENVS = _setting(
+    "FAKE_PLUGIN_ENVS", "where the fake plugin daemon finds the plugins' prebuilt environments", "fakes"
+)
+PLUGIN_PACKAGES = _setting(
+    "PLUGIN_PACKAGES", "a directory of .difypkg files the stand-in daemon runs", "standins, tests"
 )
 STUB_NAME = _setting("STUB_NAME", "the service a stub stands in for", "fakes")
 STUB_PATHS = _setting("STUB_PATHS", "the paths a stub answers", "fakes")

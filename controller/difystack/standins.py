@@ -216,15 +216,28 @@ class StandinBuilder:
         self.renderer = Renderer(templates_dir())
 
     def build(
-        self, base_image: str = DEFAULT_BASE_IMAGE, infra: bool = False, force: bool = False
+        self,
+        base_image: str = DEFAULT_BASE_IMAGE,
+        infra: bool = False,
+        force: bool = False,
+        plugin_packages: Path | None = None,
+        plugin_base: str | None = None,
     ) -> dict[str, str]:
-        """Build (or reuse) every stand-in; returns service -> image."""
+        """Build (or reuse) every stand-in; returns service -> image.
+
+        With ``plugin_packages`` (a directory of .difypkg) the plugin daemon runs those real
+        plugins (see :mod:`difystack.plugin_standin`)."""
         base_id = self.base_image_id(base_image)
         with tempfile.TemporaryDirectory(prefix="difystack-standins-") as tmp:
             work = Path(tmp)
             runtime_hash = self._build_runtime(base_image, base_id, work, force)
             for role in roles(infra):
-                self._build_role(role, base_image, base_id, runtime_hash, work, force)
+                if plugin_packages is None or role.name != "dify-plugin-daemon":
+                    self._build_role(role, base_image, base_id, runtime_hash, work, force)
+        if plugin_packages is not None:
+            from difystack.plugin_standin import DEFAULT_PLUGIN_BASE, build_plugin_daemon
+
+            build_plugin_daemon(self, plugin_packages, plugin_base or DEFAULT_PLUGIN_BASE, force)
         return image_overrides(infra)
 
     def base_image_id(self, base_image: str) -> str:

@@ -16,7 +16,16 @@ Environment (same names as the real daemon): ``SERVER_KEY`` (the api must send i
 ``MAX_PLUGIN_PACKAGE_SIZE`` (default 52428800) and ``DIFYSTACK_FAKE_XINFERENCE_CACHE_TTL``
 (the Xinference plugin's describe cache, default 300 s).
 
-Credential validation and model schemas run the emulated official plugins
+With ``DIFYSTACK_FAKE_PLUGIN_ENVS`` (a directory of environments built from the packages' own
+uv.lock files, as the plugin-daemon stand-in image bakes them) an install task unpacks the
+package and starts the REAL plugin (:mod:`~difystack.fakes.plugin_process`), and the dispatch
+routes forward to it over stdio: its ``stream`` chunks become the SSE events, its ``error``
+becomes the ``PluginInvokeError`` envelope around the plugin's own error type and message.
+The LocalAI plugin's token counting needs tiktoken's gpt2 files in ``TIKTOKEN_CACHE_DIR``
+(exact files, see :mod:`~difystack.fakes.tiktoken_cache`).
+
+Without it (in-process tests that have no plugin environments), credential validation and
+model schemas run the emulated official plugins
 (:mod:`~difystack.fakes.dify_plugin_xinference`, :mod:`~difystack.fakes.dify_plugin_localai`),
 which make the plugins' real HTTP calls to the model servers; packages are read with
 :mod:`~difystack.fakes.difypkg` (see there for the fake signature scheme).
@@ -61,6 +70,7 @@ from difystack.fakes.dify_plugin_runtime import (
     error_type_of,
 )
 from difystack.fakes.dify_plugin_xinference import XinferenceRuntime
+from difystack.fakes.plugin_process import PluginFailure, PluginProcess, PluginStartError, env_python, unpack
 
 DEFAULT_SERVER_KEY = "lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi"
 DEFAULT_DAEMON_VERSION = "0.5.5"
@@ -137,6 +147,7 @@ class DaemonConfig:
     max_package_size: int
     xinference_cache_ttl: float
     version: str = DEFAULT_DAEMON_VERSION
+    plugin_envs: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DaemonConfig:
@@ -147,6 +158,7 @@ class DaemonConfig:
             max_package_size=int(env.get("MAX_PLUGIN_PACKAGE_SIZE") or 52428800),
             xinference_cache_ttl=float(settings.FAKE_XINFERENCE_CACHE_TTL.read(env) or 300),
             version=settings.FAKE_DAEMON_VERSION.read(env) or DEFAULT_DAEMON_VERSION,
+            plugin_envs=Path(envs) if (envs := settings.FAKE_PLUGIN_ENVS.read(env)) else None,
         )
 
     @property
@@ -212,6 +224,8 @@ class PluginDaemon:
             "langgenius/localai": LocalAIRuntime(),
         }
         self.workers: set[asyncio.Task[None]] = set()
+        # Real plugins (package unpacked, environment prebuilt from its own lock), by plugin id.
+        self.processes: dict[str, PluginProcess] = {}
 
     # -- health / auth
 
@@ -351,12 +365,41 @@ class PluginDaemon:
             if self.behaviour.fails("install", plugin["plugin_id"]):
                 plugin.update(status="failed", message=injected_dependency_failure(plugin["plugin_id"]))
             else:
-                self.install(task["tenant_id"], plugin["plugin_unique_identifier"], source)
-                plugin.update(status="success", message="installed")
+                try:
+                    await self.start_real_plugin(plugin["plugin_unique_identifier"])
+                except PluginStartError as exc:
+                    plugin.update(status="failed", message=str(exc))
+                else:
+                    self.install(task["tenant_id"], plugin["plugin_unique_identifier"], source)
+                    plugin.update(status="success", message="installed")
             task["completed_plugins"] += 1
         failed = any(plugin["status"] == "failed" for plugin in task["plugins"])
         task.update(status="failed" if failed else "success", updated_at=now_iso())
         self.store.save()
+
+    async def start_real_plugin(self, identifier: str) -> None:
+        """Unpack the package and start it, when an environment was built for its lock."""
+        if self.config.plugin_envs is None:
+            return
+        plugin_id = identifier.split(":", 1)[0]
+        checksum = identifier.rsplit("@", 1)[1]
+        package = self.store.package_dir / f"{checksum}.difypkg"
+        if not package.exists():
+            return
+        cwd = self.config.storage_root / "cwd" / plugin_id.replace("/", "-") / checksum
+        plugin_dir = unpack(package, cwd)
+        python = env_python(self.config.plugin_envs, plugin_dir)
+        if python is None:
+            raise PluginStartError(
+                f"failed to install dependencies: no environment was built for {identifier}'s"
+                f" uv.lock under {self.config.plugin_envs}"
+            )
+        previous = self.processes.pop(plugin_id, None)
+        if previous is not None:
+            await previous.stop()
+        process = PluginProcess(plugin_dir, str(python))
+        await process.ensure_started()
+        self.processes[plugin_id] = process
 
     def update_task(self, task: dict[str, Any], task_status: str, plugin_status: str, message: str) -> None:
         task.update(status=task_status, updated_at=now_iso())
@@ -469,6 +512,9 @@ class PluginDaemon:
     # -- dispatch (streamed)
 
     async def validate_model_credentials(self, request: Request) -> Response:
+        if request.headers.get("X-Plugin-ID", "") in self.processes:
+            return await self.dispatch_real(request, "validate_model_credentials")
+
         async def run(runtime: ModelProviderRuntime, data: Mapping[str, Any]) -> Any:
             credentials = dict(data.get("credentials") or {})
             await runtime.validate_credentials(
@@ -479,6 +525,9 @@ class PluginDaemon:
         return await self.dispatch(request, run)
 
     async def model_schema(self, request: Request) -> Response:
+        if request.headers.get("X-Plugin-ID", "") in self.processes:
+            return await self.dispatch_real(request, "get_ai_model_schemas")
+
         async def run(runtime: ModelProviderRuntime, data: Mapping[str, Any]) -> Any:
             credentials = dict(data.get("credentials") or {})
             schema = await runtime.model_schema(
@@ -513,6 +562,24 @@ class PluginDaemon:
             error = DaemonError(json.dumps(inner), "PluginInvokeError", -500)
             chunk = error.envelope()
         return sse_response([chunk])
+
+    async def dispatch_real(self, request: Request, action: str) -> Response:
+        """Forward the dispatch to the real plugin; each ``stream`` chunk becomes one event."""
+        plugin_id = request.headers["X-Plugin-ID"]
+        if plugin_id not in self.store.tenant_installations(request.path_params["tenant_id"]):
+            return DaemonError("plugin not found", "PluginNotFoundError", -404, http_status=404).response()
+        body = await json_body(request) or {}
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        invocation = {"user_id": body.get("user_id", ""), "type": "model", "action": action, **data}
+        try:
+            results = await self.processes[plugin_id].invoke(invocation)
+            chunks = [{"code": 0, "message": "", "data": result} for result in results]
+        except PluginFailure as failure:
+            inner = {"error_type": failure.error_type, "message": failure.message, "args": failure.args_}
+            chunks = [DaemonError(json.dumps(inner), "PluginInvokeError", -500).envelope()]
+        except PluginStartError as exc:
+            chunks = [DaemonError(str(exc), "PluginDaemonInternalServerError", -500).envelope()]
+        return sse_response(chunks)
 
     def runtime_for(self, plugin_id: str) -> ModelProviderRuntime:
         return self.runtimes.get(plugin_id) or GenericRuntime()
@@ -643,6 +710,8 @@ def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
         yield
         for worker in list(daemon.workers):
             worker.cancel()
+        for process in list(daemon.processes.values()):
+            await process.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.daemon = daemon

@@ -1,0 +1,66 @@
+"""Where the tests find Dify's real plugin packages and a Python that can run them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from difystack import settings
+from difystack.fakes.plugin_process import build_env, unpack
+from difystack.fakes.tiktoken_cache import ensure_gpt2
+from tests.conftest import REPO_ROOT
+
+SHARED_PACKAGES = REPO_ROOT.parent / "shared" / "upstream" / "dify-official-plugins"
+PLUGIN_PYTHONS = ("python3.12", "python3.13", "python3")
+
+
+def unavailable(reason: str) -> None:
+    """Skip with the reason; under CI=true a missing input fails the run instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def packages_dir() -> Path:
+    directory = Path(settings.PLUGIN_PACKAGES.read() or SHARED_PACKAGES)
+    if not sorted(directory.glob("*.difypkg")):
+        unavailable(f"no .difypkg files in {directory} (set {settings.PLUGIN_PACKAGES.name})")
+    return directory
+
+
+def package(name: str) -> Path:
+    found = sorted(packages_dir().glob(f"langgenius-{name}-*.difypkg"))
+    if not found:
+        unavailable(f"no langgenius-{name} package in {packages_dir()}")
+    return found[-1]
+
+
+def plugin_python() -> str:
+    """A CPython >= 3.12 (the plugins' requires-python)."""
+    probe = "import sys; sys.exit(sys.version_info < (3, 12))"
+    pyenv = sorted(Path.home().glob(".pyenv/versions/3.1[2-9]*/bin/python3"))
+    for path in [*(shutil.which(name) for name in PLUGIN_PYTHONS), *map(str, pyenv)]:
+        if path and subprocess.run([path, "-c", probe], check=False, capture_output=True).returncode == 0:
+            return path
+    unavailable("no Python >= 3.12 on PATH to run the real plugins")
+    raise AssertionError("unreachable")
+
+
+def plugin_envs_root() -> Path:
+    """Environments built from each package's uv.lock, kept between runs."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "difystack" / "plugin-envs"
+    python = plugin_python()
+    for difypkg in sorted(packages_dir().glob("*.difypkg")):
+        plugin_dir = unpack(difypkg, root / "unpacked" / difypkg.stem)
+        build_env(plugin_dir, root, python)
+    return root
+
+
+def tiktoken_cache() -> Path:
+    """tiktoken's gpt2 files (see difystack.fakes.tiktoken_cache), kept between runs."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "difystack" / "tiktoken"
+    return ensure_gpt2(root)
