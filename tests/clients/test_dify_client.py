@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from difystack.clients.dify import (
+    CREDENTIAL_VALIDATION_TIMEOUT,
     AlreadySetUp,
     CredentialsRejected,
     DifyConsole,
@@ -757,3 +758,41 @@ def test_console_calls_need_a_login_first() -> None:
     ):
         console.providers()
     assert server.sent == []
+
+
+@pytest.mark.parametrize("stored_meanwhile", [True, False], ids=["stored", "not-stored"])
+def test_a_credential_post_waits_long_and_a_read_timeout_re_reads_the_credential(
+    stored_meanwhile: bool,
+) -> None:
+    credentials_path = CREDENTIALS.format(XINFERENCE)
+    read_timeouts: list[float] = []
+
+    def slow_validation(request: httpx.Request) -> httpx.Response:
+        read_timeouts.append(request.extensions["timeout"]["read"])
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    record = {
+        "current_credential_id": "c1",
+        "available_credentials": [{"credential_id": "c1", "credential_name": "difystack"}],
+        "credentials": {"server_url": "http://x:9997"},
+    }
+    server = (
+        ScriptedServer(version="1.9.0")
+        .on("GET", "/console/api/setup", setup_finished())
+        .on("POST", "/console/api/login", bearer_login())
+        .on("POST", credentials_path, slow_validation)
+        .on("GET", credentials_path, httpx.Response(200, json=record if stored_meanwhile else {}))
+    )
+    with DifyConsole("http://dify.local", transport=server.transport()) as console:
+        console.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        create = lambda: console.create_credential(  # noqa: E731
+            XINFERENCE, "qwen", "llm", {"server_url": "http://x:9997"}, name="difystack"
+        )
+        if stored_meanwhile:
+            create()
+        else:
+            with pytest.raises(TransientHttpError, match="timed out"):
+                create()
+    assert read_timeouts == [CREDENTIAL_VALIDATION_TIMEOUT]
+    assert CREDENTIAL_VALIDATION_TIMEOUT >= 3 * 60
+    assert len(server.to("GET", credentials_path)) == 1

@@ -45,6 +45,11 @@ HOST_PREFIX = "__Host-"
 SETUP_CODES = frozenset({"not_setup", "not_init_validated"})
 PLUGIN_LIST_PAGE_SIZE = 256
 UPLOAD_TIMEOUT = 180.0
+HIDDEN_VALUE = "[__HIDDEN__]"  # what Dify shows (and accepts back) for a stored secret
+# A credential call waits for the plugin's own validation: LocalAI's LLM check may take 3 x 60 s
+# and Xinference's embedding check has no timeout of its own, so the bound is Dify's
+# PLUGIN_DAEMON_TIMEOUT / the daemon's PLUGIN_MAX_EXECUTION_TIMEOUT (600 s) plus a margin.
+CREDENTIAL_VALIDATION_TIMEOUT = 630.0
 VERSION_PATTERN = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
 PASSWORD_FIX = (
@@ -557,7 +562,13 @@ class DifyConsole(HttpClient):
         body = _credential_body(model, model_type, credentials, name)
         operation = f"add a credential to {model_type} model {model} ({provider})"
         path = f"{self._models_path(provider)}/credentials"
-        self._credential_call(operation, provider, "POST", path, body, ok=(200, 201))
+
+        def stored() -> bool:
+            record = self.model_credentials(provider, model, model_type) or {}
+            names = [c.get("credential_name") for c in record.get("available_credentials") or []]
+            return name in names if name else bool(record)
+
+        self._credential_call(operation, provider, "POST", path, body, ok=(200, 201), stored=stored)
 
     def update_credential(
         self,
@@ -573,7 +584,14 @@ class DifyConsole(HttpClient):
         body = _credential_body(model, model_type, credentials, name, credential_id=credential_id)
         operation = f"update credential {credential_id} of {model_type} model {model} ({provider})"
         path = f"{self._models_path(provider)}/credentials"
-        self._credential_call(operation, provider, "PUT", path, body, retry=True)
+
+        def stored() -> bool:
+            record = self.model_credentials(provider, model, model_type) or {}
+            current = record.get("credentials") or {}
+            visible = {k: v for k, v in credentials.items() if v != HIDDEN_VALUE and k != "api_key"}
+            return all(current.get(k) == v for k, v in visible.items())
+
+        self._credential_call(operation, provider, "PUT", path, body, retry=True, stored=stored)
 
     def switch_credential(self, provider: str, model: str, model_type: str, credential_id: str) -> None:
         """Make a credential the model's active one (creates the model record when missing)."""
@@ -614,11 +632,26 @@ class DifyConsole(HttpClient):
         *,
         ok: Iterable[int] = (200,),
         retry: bool = False,
+        stored: Callable[[], bool] | None = None,
     ) -> None:
-        """A call that makes Dify validate credentials: 400 invalid_param is a rejection."""
+        """A call that makes Dify validate credentials: 400 invalid_param is a rejection.
+
+        Dify goes on validating after a client gives up; on a timeout ``stored`` re-reads the
+        credential, so a slow validation that succeeded is not reported as failed.
+        """
         try:
-            self._console(operation, method, path, json=dict(body), ok=ok, retry=retry)
+            self._console(
+                operation,
+                method,
+                path,
+                json=dict(body),
+                ok=ok,
+                retry=retry,
+                timeout=CREDENTIAL_VALIDATION_TIMEOUT,
+            )
         except HttpError as exc:
+            if exc.status is None and stored is not None and _stored_after_all(stored):
+                return
             if exc.status == 400 and error_code(exc) == "invalid_param":
                 raise CredentialsRejected(
                     provider, str(body.get("model")), str(body.get("model_type")), exc.server_message
@@ -665,6 +698,13 @@ class DifyConsole(HttpClient):
             json={"model_settings": model_settings},
             retry=True,  # setting the same defaults twice is harmless
         )
+
+
+def _stored_after_all(stored: Callable[[], bool]) -> bool:
+    try:
+        return stored()
+    except HttpError:
+        return False
 
 
 def _credential_body(
