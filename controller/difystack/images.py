@@ -18,19 +18,19 @@ DIFY_COMPANIONS = {
 }
 
 
-def default_images(config: StackConfig, gpu: bool) -> dict[str, str]:
+def default_images(config: StackConfig, gpu: bool, cuda_flavour: str = "cuda-12") -> dict[str, str]:
     dify = config.dify.version
     images = {name: ref.format(dify=dify) for name, ref in DIFY_COMPANIONS.items()}
     api = f"langgenius/dify-api:{dify}"
     images.update(api=api, worker=api, worker_beat=api)
     xinference_tag = config.xinference.version if gpu else f"{config.xinference.version}-cpu"
     images["xinference"] = f"xprobe/xinference:{xinference_tag}"
-    localai_tag = f"{config.localai.version}-gpu-nvidia-cuda-12" if gpu else config.localai.version
+    localai_tag = f"{config.localai.version}-gpu-nvidia-{cuda_flavour}" if gpu else config.localai.version
     images["localai"] = f"localai/localai:{localai_tag}"
     return images
 
 
-def resolve_images(config: StackConfig, gpu: bool) -> dict[str, str]:
-    images = default_images(config, gpu)
+def resolve_images(config: StackConfig, gpu: bool, cuda_flavour: str = "cuda-12") -> dict[str, str]:
+    images = default_images(config, gpu, cuda_flavour)
     images.update(config.images)
     return images

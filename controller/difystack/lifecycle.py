@@ -135,7 +135,11 @@ class Lifecycle:
         with timer.phase("preflight"):
             current = self._states_if_any()
             report = run_preflight(
-                self.stack.config, self.project.docker, published_ports_of(current), self.stack.gpu
+                self.stack.config,
+                self.project.docker,
+                published_ports_of(current),
+                self.stack.gpu,
+                cuda_driver=self.stack.cuda_driver,
             )
             self.out.print(f"  Docker engine {report.engine_version}, Compose {report.compose_version}")
             for warning in report.warnings:

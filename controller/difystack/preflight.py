@@ -17,6 +17,7 @@ from python_on_whales.exceptions import DockerException
 from difystack.compose_runtime import ServiceState, engine_error
 from difystack.config_model import StackConfig
 from difystack.errors import DifystackError, EngineError
+from difystack.gpu import CudaVersion, check_gpu_driver
 
 MIN_COMPOSE = (2, 20, 0)
 LOW_DISK_BYTES = 20 * 1024**3
@@ -169,8 +170,14 @@ def container_on_port(docker: DockerClient) -> Callable[[int], str | None]:
 
 
 def run_preflight(
-    config: StackConfig, docker: DockerClient, own_ports: set[int], gpu: bool, probe: PortProbe = port_is_free
+    config: StackConfig,
+    docker: DockerClient,
+    own_ports: set[int],
+    gpu: bool,
+    probe: PortProbe = port_is_free,
+    cuda_driver: CudaVersion | None = None,
 ) -> PreflightReport:
+    check_gpu_driver(config, gpu, cuda_driver)
     facts = check_engine(docker)
     check_ports(config, own_ports, probe, container_on_port(docker))
     return PreflightReport(

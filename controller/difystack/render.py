@@ -63,7 +63,12 @@ class Renderer:
 
 
 def build_context(
-    config: StackConfig, secrets: Mapping[str, str], *, gpu: bool, config_dir: Path
+    config: StackConfig,
+    secrets: Mapping[str, str],
+    *,
+    gpu: bool,
+    config_dir: Path,
+    cuda_flavour: str = "cuda-12",
 ) -> dict[str, Any]:
     xinference_local = config.xinference.enabled and config.xinference.external is None
     localai_local = config.localai.enabled and config.localai.external is None
@@ -85,7 +90,7 @@ def build_context(
         "xinference_local": xinference_local,
         "localai_local": localai_local,
         "model_callers": ["api", "worker", "plugin_daemon"] if config.dify.enabled else [],
-        "images": resolve_images(config, gpu),
+        "images": resolve_images(config, gpu, cuda_flavour),
         "gpu": gpu,
         "labels": {**config.labels, "io.difystack.stack": config.name, "io.difystack.managed": "true"},
         "host_gateway": any(
@@ -138,9 +143,10 @@ def render_project(
     gpu: bool,
     config_dir: Path,
     renderer: Renderer | None = None,
+    cuda_flavour: str = "cuda-12",
 ) -> list[RenderedFile]:
     renderer = renderer or Renderer()
-    context = build_context(config, secrets, gpu=gpu, config_dir=config_dir)
+    context = build_context(config, secrets, gpu=gpu, config_dir=config_dir, cuda_flavour=cuda_flavour)
     files = [
         RenderedFile(COMPOSE_FILE, renderer.render("compose/docker-compose.yml.j2", context)),
         RenderedFile(ENV_FILE, renderer.render("project/env.j2", context), private=True),

@@ -11,7 +11,7 @@ from typing import Any
 from difystack import settings
 from difystack.config_loader import DEFAULT_STACK_FILE, load_config
 from difystack.config_model import StackConfig
-from difystack.gpu import nvidia_gpu_present, use_gpu
+from difystack.gpu import CudaVersion, driver_cuda_version, localai_cuda_flavour, nvidia_gpu_present, use_gpu
 from difystack.paths import StackPaths
 from difystack.render import render_project, write_project
 from difystack.secrets_store import PLACEHOLDERS, SecretsStore
@@ -36,6 +36,7 @@ class Stack:
     paths: StackPaths
     config_dir: Path
     detect_gpu: Callable[[], bool] = field(default=nvidia_gpu_present)
+    detect_cuda: Callable[[], CudaVersion | None] = field(default=driver_cuda_version)
 
     @classmethod
     def load(
@@ -62,6 +63,11 @@ class Stack:
         return use_gpu(self.config, self.detect_gpu)
 
     @property
+    def cuda_driver(self) -> CudaVersion | None:
+        """The CUDA version the NVIDIA driver supports (None without a GPU stack or a driver)."""
+        return self.detect_cuda() if self.gpu else None
+
+    @property
     def secrets_store(self) -> SecretsStore:
         return SecretsStore(self.paths.secrets)
 
@@ -77,7 +83,13 @@ class Stack:
         """
         out_dir = out_dir or self.paths.project
         secrets = dict(PLACEHOLDERS) if placeholder_secrets else self.secrets_store.completed()
-        files = render_project(self.config, secrets, gpu=self.gpu, config_dir=self.config_dir)
+        files = render_project(
+            self.config,
+            secrets,
+            gpu=self.gpu,
+            config_dir=self.config_dir,
+            cuda_flavour=localai_cuda_flavour(self.cuda_driver),
+        )
         if not placeholder_secrets:
             self.paths.ensure_root()
             self.secrets_store.save(secrets)
