@@ -15,7 +15,12 @@ from difystack.commands.options import load_stack, stack_options
 from difystack.endpoints import Endpoints, ServerEndpoint, stack_endpoints
 from difystack.errors import DifystackError
 from difystack.progress import WaitView
-from difystack.reconcile.converge import Converger
+from difystack.reconcile.converge import (
+    XINFERENCE_SETUP_TOKEN_SECRET,
+    XINFERENCE_TOKEN_SECRET,
+    XINFERENCE_USERNAME_SECRET,
+    Converger,
+)
 from difystack.reconcile.inventory import inventory
 from difystack.reconcile.report import Action
 from difystack.reconcile.wiring import build_converger
@@ -128,6 +133,27 @@ def external(url: str | None, url_from_dify: str | None, what: str) -> ServerEnd
 @click.option("--localai-url", help="LocalAI as this machine reaches it.")
 @click.option("--localai-url-from-dify", help="LocalAI as Dify's containers reach it (derived when omitted).")
 @click.option("--admin-email", help="Dify admin email (default: dify.admin.email of the stack file).")
+@click.option(
+    "--xinference-username",
+    envvar=settings.XINFERENCE_USERNAME.name,
+    help="Xinference admin account (when its accounts are on).",
+)
+@click.option(
+    "--xinference-password", envvar=settings.XINFERENCE_PASSWORD.name, help="That account's password."
+)
+@click.option(
+    "--xinference-token", envvar=settings.XINFERENCE_TOKEN.name, help="An Xinference admin access token."
+)
+@click.option(
+    "--xinference-api-key",
+    envvar=settings.XINFERENCE_API_KEY.name,
+    help="An Xinference API key for Dify (made with the admin login when omitted).",
+)
+@click.option(
+    "--xinference-setup-token",
+    envvar=settings.XINFERENCE_SETUP_TOKEN.name,
+    help="The one-time token a new Xinference printed: difystack creates its admin with it.",
+)
 @stack_options
 def register(
     dify_url: str,
@@ -136,6 +162,11 @@ def register(
     localai_url: str | None,
     localai_url_from_dify: str | None,
     admin_email: str | None,
+    xinference_username: str | None,
+    xinference_password: str | None,
+    xinference_token: str | None,
+    xinference_api_key: str | None,
+    xinference_setup_token: str | None,
     config_file: Path | None,
     assignments: tuple[str, ...],
 ) -> None:
@@ -164,6 +195,18 @@ def register(
     if init_password:
         stack.secrets()
         stack.secrets_store.set("init_password", init_password)
+    if xinference_url is not None:
+        login = {
+            XINFERENCE_USERNAME_SECRET: xinference_username or ("admin" if xinference_password else None),
+            "xinference_admin_password": xinference_password,
+            XINFERENCE_TOKEN_SECRET: xinference_token,
+            "xinference_api_key": xinference_api_key,
+            XINFERENCE_SETUP_TOKEN_SECRET: xinference_setup_token,
+        }
+        stack.secrets()
+        for name, value in login.items():
+            if value:
+                stack.secrets_store.set(name, value)
     endpoints = Endpoints(
         dify=dify_url.rstrip("/"),
         xinference=external(xinference_url, xinference_url_from_dify, "xinference"),
@@ -173,22 +216,38 @@ def register(
         if server and "host.docker.internal" in server.from_dify:
             console.err.print(
                 f"[yellow]Note:[/] Dify will reach {label} as {escape(server.from_dify)}; on Linux "
-                "its plugin_daemon needs `extra_hosts: [host.docker.internal:host-gateway]` "
+                "its plugin_daemon needs `extra_hosts: \\[host.docker.internal:host-gateway]` "
                 "(built into Docker Desktop)."
             )
     view = WaitView(console.out, f"Registering models in {dify_url}")
     from difystack.lifecycle import StepRows
 
     journal = CallJournal()
-    converger = converger_for(stack, endpoints, report=StepRows(view), journal=journal)
+    converger, save_learnt = build_converger(
+        stack.config,
+        endpoints,
+        stack.secrets_store,
+        stack.paths.root,
+        stack.config_dir,
+        report=StepRows(view),
+        journal=journal,
+    )
     with view.live():
         result = converger.run()
+    # What Dify was given (fingerprints of secret fields): a re-run compares against it.
+    save_learnt()
     for failure in result.failures:
         console.err.print(
             f"\n[bold red]{escape(failure.step)}[/] failed: {escape(failure.message)}", soft_wrap=True
         )
         if failure.hint:
             console.err.print(f"  hint: {escape(failure.hint)}")
+    if len(result.failures) == 1:
+        (failure,) = result.failures
+        raise DifystackError(
+            f"could not register: {failure.step}: {failure.message}",
+            hint=failure.hint or "fix the cause and run the same command again",
+        )
     if result.failures:
         raise DifystackError(
             f"could not register: {', '.join(f.step for f in result.failures)}",

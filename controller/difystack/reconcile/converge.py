@@ -45,6 +45,19 @@ XINFERENCE_READY = "xinference ready"
 LOCALAI_READY = "localai ready"
 DIFY_READY = "dify ready"
 XINFERENCE_AUTH = "xinference auth"
+# What `register` (options or DIFYSTACK_XINFERENCE_*) stores for an external Xinference's accounts.
+XINFERENCE_USERNAME_SECRET = "xinference_admin_username"
+XINFERENCE_TOKEN_SECRET = "xinference_admin_token"
+XINFERENCE_SETUP_TOKEN_SECRET = "xinference_setup_token"
+MISSING_XINFERENCE_LOGIN = (
+    "Xinference has accounts on: give its admin login with --xinference-username/--xinference-password "
+    "(DIFYSTACK_XINFERENCE_USERNAME/DIFYSTACK_XINFERENCE_PASSWORD), a token with --xinference-token "
+    "(DIFYSTACK_XINFERENCE_TOKEN) or an API key with --xinference-api-key (DIFYSTACK_XINFERENCE_API_KEY)"
+)
+MISSING_XINFERENCE_SETUP_TOKEN = (
+    "Xinference has accounts on but no admin yet: give the setup token its log printed with "
+    "--xinference-setup-token (DIFYSTACK_XINFERENCE_SETUP_TOKEN)"
+)
 SETUP_TOKEN = re.compile(r"Setup token:\s*(\S+)")
 
 
@@ -347,12 +360,19 @@ class Converger:
 
     def _with_secrets(self, registration: Registration) -> Registration:
         key = self.secrets.values.get("xinference_api_key")
-        if registration.provider == "xinference" and self.config.xinference.auth and key:
+        uses_accounts = self.config.xinference.auth or self.config.xinference.external is not None
+        if registration.provider == "xinference" and uses_accounts and key:
             return replace(registration, credentials={**registration.credentials, "api_key": key})
         return registration
 
     def _bootstraps_xinference_accounts(self) -> bool:
-        return self.config.xinference.auth and self.config.xinference.external is None
+        """The stack's own Xinference when asked for accounts; an external one always (whether
+        its accounts are on is asked of the server)."""
+        return self.config.xinference.auth or self.config.xinference.external is not None
+
+    @property
+    def _external_xinference(self) -> bool:
+        return self.config.xinference.external is not None
 
     def open_xinference_for_reading(self) -> list[Action]:
         """For reads (plan, models): log in as difystack's Xinference admin when accounts are on.
@@ -375,9 +395,20 @@ class Converger:
         return []
 
     def _login_xinference_admin(self) -> str:
+        """Authorise every later call with the admin's token (given, or from logging in)."""
         assert self.xinference is not None
         client = self.xinference.client
-        admin_token = client.login("admin", self.secrets.values["xinference_admin_password"])
+        values = self.secrets.values
+        admin_token = values.get(XINFERENCE_TOKEN_SECRET)
+        if not admin_token:
+            if self._external_xinference and not values.get(XINFERENCE_USERNAME_SECRET):
+                if values.get("xinference_api_key"):
+                    admin_token = values["xinference_api_key"]
+                else:
+                    raise StepFailed(XINFERENCE_AUTH, MISSING_XINFERENCE_LOGIN)
+            else:
+                username = values.get(XINFERENCE_USERNAME_SECRET) or "admin"
+                admin_token = client.login(username, values["xinference_admin_password"])
         client.http.headers["Authorization"] = f"Bearer {admin_token}"
         return admin_token
 
@@ -390,7 +421,10 @@ class Converger:
         status = client.setup_status()
         if status.get("needs_setup"):
             token = self._setup_token()
-            client.setup_admin(token, "admin", self.secrets.values["xinference_admin_password"])
+            username = self.secrets.values.get(XINFERENCE_USERNAME_SECRET) or "admin"
+            client.setup_admin(token, username, self.secrets.values["xinference_admin_password"])
+            self.secrets.values[XINFERENCE_USERNAME_SECRET] = username
+            self.secrets.save(XINFERENCE_USERNAME_SECRET, username)
             self.log.add(Action("xinference", "create-admin", "admin"))
         admin_token = self._login_xinference_admin()
         if not self.secrets.values.get("xinference_api_key"):
@@ -401,6 +435,11 @@ class Converger:
         self.report(XINFERENCE_AUTH, "ready", "admin session and API key")
 
     def _setup_token(self) -> str:
+        if self._external_xinference:
+            given = self.secrets.values.get(XINFERENCE_SETUP_TOKEN_SECRET)
+            if not given:
+                raise StepFailed(XINFERENCE_AUTH, MISSING_XINFERENCE_SETUP_TOKEN)
+            return given
         logs = self.xinference_logs() if self.xinference_logs else ""
         found = SETUP_TOKEN.findall(logs)
         if not found:
