@@ -202,7 +202,7 @@ def with_env(base: str, variant: str, env: dict[str, str], docker: DockerClient 
     lines = [f"FROM {base}", *(f"ENV {name}={value}" for name, value in env.items())]
     with tempfile.TemporaryDirectory(prefix="difystack-variant-") as tmp:
         (Path(tmp) / "Dockerfile").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (docker or DockerClient()).build(tmp, tags=[image], quiet=True)
+        (docker or DockerClient()).legacy_build(tmp, tags=[image], quiet=True)
     return image
 
 

@@ -21,6 +21,7 @@ from tests.docker.fakes_access import (
     dify_console,
     mutating,
     published_journal,
+    secrets_of,
 )
 
 pytestmark = pytest.mark.docker
@@ -284,7 +285,13 @@ def test_register_against_servers_started_outside_difystack(make_stack, tmp_path
             "--localai-url",
             f"http://127.0.0.1:{lport}",
         )
-        result = stack.cli(*register, timeout=300)
+        # As its owner would: the INIT_PASSWORD that Dify was started with, in the environment.
+        owner = {"DIFYSTACK_DIFY_INIT_PASSWORD": secrets_of(stack)["init_password"]}
+        refused = stack.cli(
+            *register, timeout=300, extra_env={"DIFYSTACK_DIFY_INIT_PASSWORD": "wrong-Passw0rd"}
+        )
+        assert refused.returncode == 1 and "INIT_PASSWORD" in refused.stderr, refused.stdout + refused.stderr
+        result = stack.cli(*register, timeout=300, extra_env=owner)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "host.docker.internal" in result.stderr  # the note about reaching the host from Dify
         console = dify_console(stack)
@@ -299,7 +306,7 @@ def test_register_against_servers_started_outside_difystack(make_stack, tmp_path
             for e in seen
         ), "Dify's validation did not reach the host's Xinference"
 
-        again = stack.cli(*register, timeout=300)
+        again = stack.cli(*register, timeout=300, extra_env=owner)
         assert again.returncode == 0 and "0 change(s)" in again.stdout, again.stdout + again.stderr
     finally:
         for server in servers:
@@ -323,6 +330,4 @@ def test_xinference_accounts_are_bootstrapped_and_dify_gets_an_api_key(make_stac
 
 
 def secrets_key(stack: StackUnderTest) -> str:
-    from tests.docker.fakes_access import secrets_of
-
     return secrets_of(stack)["xinference_api_key"]
