@@ -61,14 +61,27 @@ def render(
     show_default=True,
     help="Give up on a service whose state has not changed for this many seconds.",
 )
-def up(config_file: Path | None, assignments: tuple[str, ...], timeout: float, stall_timeout: float) -> None:
+@click.option(
+    "--force-recreate",
+    is_flag=True,
+    help="Recreate every container even if nothing changed (volumes and models are kept).",
+)
+def up(
+    config_file: Path | None,
+    assignments: tuple[str, ...],
+    timeout: float,
+    stall_timeout: float,
+    force_recreate: bool,
+) -> None:
     """Render, start and wait for the whole stack (re-running converges, nothing is lost)."""
     from difystack.lifecycle import Lifecycle
     from difystack.readiness import Timeouts
 
     stack = load_stack(config_file, assignments)
     lifecycle = Lifecycle(stack, console.out, console.err)
-    result = lifecycle.up(Timeouts(total=timeout, stall=min(stall_timeout, timeout)))
+    result = lifecycle.up(
+        Timeouts(total=timeout, stall=min(stall_timeout, timeout)), force_recreate=force_recreate
+    )
     lifecycle.print_summary(result)
 
 

@@ -102,9 +102,11 @@ class ComposeProject:
         config = self.docker.compose.config(return_json=True)
         return sorted(config.get("services", {}))
 
-    def up(self) -> None:
+    def up(self, *, force_recreate: bool = False) -> None:
         try:
-            self.docker.compose.up(detach=True, remove_orphans=True, quiet=True)
+            self.docker.compose.up(
+                detach=True, remove_orphans=True, quiet=True, force_recreate=force_recreate
+            )
         except DockerException as exc:
             raise DifystackError(f"docker compose up failed: {docker_error_text(exc)}") from None
 

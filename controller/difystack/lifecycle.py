@@ -124,7 +124,7 @@ class Lifecycle:
 
     # -- up -------------------------------------------------------------------------------------
 
-    def up(self, timeouts: Timeouts) -> UpResult:
+    def up(self, timeouts: Timeouts, *, force_recreate: bool = False) -> UpResult:
         timer = PhaseTimer()
         with timer.phase("render"):
             self.stack.render()
@@ -147,12 +147,15 @@ class Lifecycle:
         with timer.phase("start"):
             fingerprint = self.project.fingerprint()
             seed: list[ServiceState] | None = None
-            if self._unchanged_and_running(fingerprint, current):
+            if not force_recreate and self._unchanged_and_running(fingerprint, current):
                 self.out.print("  containers are up to date (nothing changed since the last `up`)")
                 seed = current
             else:
-                self.out.print("  docker compose up -d (pulls missing images; this can take a while)")
-                self.project.up()
+                recreate = " --force-recreate" if force_recreate else ""
+                self.out.print(
+                    f"  docker compose up -d{recreate} (pulls missing images; this can take a while)"
+                )
+                self.project.up(force_recreate=force_recreate)
         with timer.phase("ready + models"):
             statuses, result, journal = self.wait_and_converge(timeouts, seed)
         self._remember_started(fingerprint)

@@ -50,18 +50,21 @@ XINFERENCE_PASSWORD = _setting(
     "XINFERENCE_PASSWORD", "that admin's password", "register, up (external)", secret=True
 )
 XINFERENCE_TOKEN = _setting(
-    "XINFERENCE_TOKEN", "an admin access token instead of username + password", "register", secret=True
+    "XINFERENCE_TOKEN",
+    "an admin access token instead of username + password",
+    "register, up (external)",
+    secret=True,
 )
 XINFERENCE_API_KEY = _setting(
     "XINFERENCE_API_KEY",
     "the API key Dify gets (made with the admin login when unset)",
-    "register",
+    "register, up (external)",
     secret=True,
 )
 XINFERENCE_SETUP_TOKEN = _setting(
     "XINFERENCE_SETUP_TOKEN",
     "the one-time setup token of an Xinference without an admin",
-    "register",
+    "register, up (external)",
     secret=True,
 )
 STANDIN_BASE = _setting("STANDIN_BASE", "the image stand-ins are built FROM", "standins, tests")

@@ -114,7 +114,13 @@ def test_without_the_xinference_login_register_names_the_option_and_variable_and
     assert len(error_lines) == 1, err
     assert "--xinference-username" in error_lines[0] and settings.XINFERENCE_USERNAME.name in error_lines[0]
     assert running_models(servers_set_up_by_hand) == set()
-    assert dify_credentials(servers_set_up_by_hand) is None
+    assert installed_plugins(servers_set_up_by_hand) == set()
+
+
+def installed_plugins(servers: ByHand) -> set[str]:
+    with DifyConsole(servers.dify) as console:
+        console.login(ADMIN_EMAIL, DIFY_PASSWORD)
+        return set(console.installed_plugins())
 
 
 def test_with_the_xinference_login_in_the_environment_register_launches_and_gives_dify_an_api_key(
@@ -150,3 +156,30 @@ def test_a_wrong_dify_admin_password_ends_with_one_line_naming_the_admin_login(
     error_lines = [line for line in err.splitlines() if line.startswith("Error: ")]
     assert len(error_lines) == 1 and ADMIN_EMAIL in error_lines[0], err
     assert dify_credentials(servers_set_up_by_hand) is None
+
+
+def test_a_stack_with_an_external_xinference_takes_its_login_from_the_environment(
+    servers_set_up_by_hand: ByHand, tmp_path: Path
+) -> None:
+    username, password = XINFERENCE_ADMIN
+    external = ("--set", f"xinference.external.url={servers_set_up_by_hand.xinference}")
+    without = run_cli(
+        "models", "--json", *external, home=tmp_path / "home", cwd=tmp_path, extra_env=LOGIN_VARIABLES
+    )
+    assert without.returncode != 0 and settings.XINFERENCE_USERNAME.name in without.stderr, without.stderr
+    login = {settings.XINFERENCE_USERNAME.name: username, settings.XINFERENCE_PASSWORD.name: password}
+    given = run_cli(
+        "models",
+        "--json",
+        *external,
+        home=tmp_path / "home",
+        cwd=tmp_path,
+        extra_env={**LOGIN_VARIABLES, **login},
+    )
+    assert given.returncode == 0, given.stderr
+    assert password not in given.stdout + given.stderr
+    # Kept in the stack's secrets: the next command needs the variables no more.
+    later = run_cli(
+        "models", "--json", *external, home=tmp_path / "home", cwd=tmp_path, extra_env=LOGIN_VARIABLES
+    )
+    assert later.returncode == 0, later.stderr

@@ -15,16 +15,12 @@ from difystack.commands.options import load_stack, stack_options
 from difystack.endpoints import Endpoints, ServerEndpoint, stack_endpoints
 from difystack.errors import DifystackError
 from difystack.progress import WaitView
-from difystack.reconcile.converge import (
-    XINFERENCE_SETUP_TOKEN_SECRET,
-    XINFERENCE_TOKEN_SECRET,
-    XINFERENCE_USERNAME_SECRET,
-    Converger,
-)
+from difystack.reconcile.converge import Converger
 from difystack.reconcile.inventory import inventory
 from difystack.reconcile.report import Action
 from difystack.reconcile.wiring import build_converger
 from difystack.stack import Stack
+from difystack.xinference_login import XinferenceLogin
 
 
 def converger_for(stack: Stack, endpoints: Endpoints, **kwargs: object) -> Converger:
@@ -196,17 +192,14 @@ def register(
         stack.secrets()
         stack.secrets_store.set("init_password", init_password)
     if xinference_url is not None:
-        login = {
-            XINFERENCE_USERNAME_SECRET: xinference_username or ("admin" if xinference_password else None),
-            "xinference_admin_password": xinference_password,
-            XINFERENCE_TOKEN_SECRET: xinference_token,
-            "xinference_api_key": xinference_api_key,
-            XINFERENCE_SETUP_TOKEN_SECRET: xinference_setup_token,
-        }
         stack.secrets()
-        for name, value in login.items():
-            if value:
-                stack.secrets_store.set(name, value)
+        XinferenceLogin(
+            xinference_username,
+            xinference_password,
+            xinference_token,
+            xinference_api_key,
+            xinference_setup_token,
+        ).store(stack.secrets_store)
     endpoints = Endpoints(
         dify=dify_url.rstrip("/"),
         xinference=external(xinference_url, xinference_url_from_dify, "xinference"),

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from difystack.stack import Stack
+from difystack.xinference_login import XinferenceLogin
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,4 +34,12 @@ def stack_options(func: F) -> F:
 
 
 def load_stack(config_file: Path | None, assignments: tuple[str, ...]) -> Stack:
-    return Stack.load(config_file, assignments)
+    stack = Stack.load(config_file, assignments)
+    xinference = stack.config.xinference
+    if xinference.enabled and xinference.external is not None:
+        # An Xinference started elsewhere: its admin login may come from DIFYSTACK_XINFERENCE_*.
+        login = XinferenceLogin.from_environment()
+        if login.secrets():
+            stack.paths.ensure_root()
+            login.store(stack.secrets_store)
+    return stack

@@ -40,15 +40,12 @@ from difystack.reconcile.report import Action, ActionLog, Reporter, StepFailed, 
 from difystack.reconcile.xinference_part import XinferencePart
 from difystack.reconcile.xinference_part import step_name as xinference_step
 from difystack.taskgraph import DependencyFailed, TaskGraph
+from difystack.xinference_login import PASSWORD_SECRET, SETUP_TOKEN_SECRET, TOKEN_SECRET, USERNAME_SECRET
 
 XINFERENCE_READY = "xinference ready"
 LOCALAI_READY = "localai ready"
 DIFY_READY = "dify ready"
 XINFERENCE_AUTH = "xinference auth"
-# What `register` (options or DIFYSTACK_XINFERENCE_*) stores for an external Xinference's accounts.
-XINFERENCE_USERNAME_SECRET = "xinference_admin_username"
-XINFERENCE_TOKEN_SECRET = "xinference_admin_token"
-XINFERENCE_SETUP_TOKEN_SECRET = "xinference_setup_token"
 MISSING_XINFERENCE_LOGIN = (
     "Xinference has accounts on: give its admin login with --xinference-username/--xinference-password "
     "(DIFYSTACK_XINFERENCE_USERNAME/DIFYSTACK_XINFERENCE_PASSWORD), a token with --xinference-token "
@@ -240,11 +237,15 @@ class Converger:
             on_interrupt=self._interrupted,
         )
         model_tasks: dict[str, str] = {}
+        # Steps that check what the user gave: nothing changes anywhere until they pass.
+        input_checks: list[str] = []
         if self.xinference:
             ready = graph.add(XINFERENCE_READY, self._gate_then(XINFERENCE_READY, lambda: None))
             first = ready
             if self._bootstraps_xinference_accounts():
                 first = graph.add(XINFERENCE_AUTH, self._xinference_auth, after=[ready])
+                if self._external_xinference:  # its login comes from the user
+                    input_checks.append(first)
             for deployment in self.desired.xinference:
                 name = xinference_step(deployment)
                 graph.add(name, self._deploy_xinference(deployment), after=[first], group="xinference-launch")
@@ -253,11 +254,11 @@ class Converger:
             ready = graph.add(LOCALAI_READY, self._gate_then(LOCALAI_READY, lambda: None))
             for deployment_l in self.desired.localai:
                 name = localai_step(deployment_l)
-                graph.add(name, self._deploy_localai(deployment_l), after=[ready])
+                graph.add(name, self._deploy_localai(deployment_l), after=[ready, *input_checks])
                 model_tasks[f"localai/{deployment_l.name}"] = name
         if self.dify:
             ready = graph.add(DIFY_READY, self._gate_then(DIFY_READY, lambda: None))
-            admin = graph.add(ADMIN_STEP, self.dify.ensure_admin, after=[ready])
+            admin = graph.add(ADMIN_STEP, self.dify.ensure_admin, after=[ready, *input_checks])
             plugins = graph.add(PLUGINS_STEP, self.dify.ensure_plugins, after=[admin])
             registrations = []
             for registration in self.desired.registrations:
@@ -399,16 +400,16 @@ class Converger:
         assert self.xinference is not None
         client = self.xinference.client
         values = self.secrets.values
-        admin_token = values.get(XINFERENCE_TOKEN_SECRET)
+        admin_token = values.get(TOKEN_SECRET)
         if not admin_token:
-            if self._external_xinference and not values.get(XINFERENCE_USERNAME_SECRET):
+            if self._external_xinference and not values.get(USERNAME_SECRET):
                 if values.get("xinference_api_key"):
                     admin_token = values["xinference_api_key"]
                 else:
                     raise StepFailed(XINFERENCE_AUTH, MISSING_XINFERENCE_LOGIN)
             else:
-                username = values.get(XINFERENCE_USERNAME_SECRET) or "admin"
-                admin_token = client.login(username, values["xinference_admin_password"])
+                username = values.get(USERNAME_SECRET) or "admin"
+                admin_token = client.login(username, values[PASSWORD_SECRET])
         client.http.headers["Authorization"] = f"Bearer {admin_token}"
         return admin_token
 
@@ -421,10 +422,10 @@ class Converger:
         status = client.setup_status()
         if status.get("needs_setup"):
             token = self._setup_token()
-            username = self.secrets.values.get(XINFERENCE_USERNAME_SECRET) or "admin"
-            client.setup_admin(token, username, self.secrets.values["xinference_admin_password"])
-            self.secrets.values[XINFERENCE_USERNAME_SECRET] = username
-            self.secrets.save(XINFERENCE_USERNAME_SECRET, username)
+            username = self.secrets.values.get(USERNAME_SECRET) or "admin"
+            client.setup_admin(token, username, self.secrets.values[PASSWORD_SECRET])
+            self.secrets.values[USERNAME_SECRET] = username
+            self.secrets.save(USERNAME_SECRET, username)
             self.log.add(Action("xinference", "create-admin", "admin"))
         admin_token = self._login_xinference_admin()
         if not self.secrets.values.get("xinference_api_key"):
@@ -436,7 +437,7 @@ class Converger:
 
     def _setup_token(self) -> str:
         if self._external_xinference:
-            given = self.secrets.values.get(XINFERENCE_SETUP_TOKEN_SECRET)
+            given = self.secrets.values.get(SETUP_TOKEN_SECRET)
             if not given:
                 raise StepFailed(XINFERENCE_AUTH, MISSING_XINFERENCE_SETUP_TOKEN)
             return given
