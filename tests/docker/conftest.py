@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,6 +69,10 @@ def real_xinference(standin_images: dict[str, str]) -> dict[str, Any]:
     return stack_snippet(image)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class StackUnderTest:
     """One uniquely named stack of stand-ins with free ports, driven through the real CLI."""
@@ -109,6 +114,9 @@ class StackUnderTest:
             text=True,
             cwd=self.root,
             env=env,
+            # Ctrl-C reaches it as from a terminal, even when this run was started in the background
+            # (a non-interactive shell starts background jobs with SIGINT ignored, and that is inherited).
+            preexec_fn=_default_sigint,
         )
 
     def status(self) -> dict[str, Any]:
