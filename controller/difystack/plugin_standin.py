@@ -44,8 +44,15 @@ def package_files(packages: Path) -> list[Path]:
     return found
 
 
-def build_plugin_daemon(builder: StandinBuilder, packages: Path, base_image: str, force: bool = False) -> str:
-    """Build (or reuse) the plugin-daemon stand-in with these packages; returns its image."""
+def build_plugin_daemon(
+    builder: StandinBuilder,
+    packages: Path,
+    base_image: str,
+    force: bool = False,
+    image: str | None = None,
+) -> str:
+    """Build (or reuse) the plugin-daemon stand-in with these packages; returns its image
+    (by default the daemon stand-in's own name, so a stack of stand-ins runs the real plugins)."""
     files = package_files(packages)
     base_id = builder.base_image_id(base_image)
     python_tag, machine = builder.probe_base(base_image)
@@ -53,7 +60,7 @@ def build_plugin_daemon(builder: StandinBuilder, packages: Path, base_image: str
         raise DifystackError(
             f"plugin base image {base_image} has Python {python_tag}; the plugins need >= 3.12"
         )
-    image = standin_image(ROLE)
+    image = image or standin_image(ROLE)
     with tempfile.TemporaryDirectory(prefix="difystack-plugin-standin-") as tmp:
         context = Path(tmp)
         requirements = fakes_requirements()

@@ -1,0 +1,87 @@
+"""Dify's real official plugins in the docker tier, on the distributed reference stack.
+
+The stack file is compose/xinference-distributed-offline-plugins/difystack.yaml as committed
+(supervisor + two workers, plugins installed from local .difypkg files, signatures off), with the
+real Xinference image, the real packages from ../shared/upstream/dify-official-plugins/ and the
+plugin-daemon stand-in that runs them unmodified over the stdio protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from difystack.standins import standin_image
+from tests.conftest import REPO_ROOT
+from tests.docker.conftest import StackUnderTest
+from tests.docker.fakes_access import XINFERENCE, credentials, dify_console
+from tests.docker.test_distributed_xinference import pinned, worker_of
+from tests.docker.test_real_xinference import CHAT, EMBEDDING, IN_COMPOSE
+from tests.fakes.real_plugins import package, packages_dir
+
+pytestmark = pytest.mark.docker
+
+REFERENCE = REPO_ROOT / "compose" / "xinference-distributed-offline-plugins" / "difystack.yaml"
+
+
+@pytest.fixture(scope="session")
+def real_plugin_daemon(standin_images: dict[str, str]) -> str:
+    """The plugin-daemon stand-in with the real packages (under its own name: the other docker
+    tests keep the emulating one)."""
+    from difystack import settings
+    from difystack.plugin_standin import build_plugin_daemon
+    from difystack.standins import StandinBuilder
+
+    base = settings.STANDIN_PLUGIN_BASE.read() or "difystack/offline-base-plugins:trixie"
+    image = standin_image("dify-plugin-daemon-real-plugins")
+    return build_plugin_daemon(StandinBuilder(), packages_dir(), base, image=image)
+
+
+def reference_stack(
+    make_stack: Any, real_xinference: dict[str, Any], real_plugin_daemon: str, tmp_path: Path
+) -> StackUnderTest:
+    reference = yaml.safe_load(REFERENCE.read_text(encoding="utf-8"))
+    plugins = reference["dify"]["plugins"]
+    plugins["packages"] = {
+        "langgenius/xinference": str(package("xinference")),
+        "langgenius/localai": str(package("localai")),
+    }
+    return make_stack(
+        gpu=reference["gpu"],
+        localai=reference["localai"],
+        images={**real_xinference["images"], "plugin_daemon": real_plugin_daemon},
+        xinference={**reference["xinference"], "models": pinned(real_xinference)},
+        dify=reference["dify"],
+    )
+
+
+def test_the_distributed_reference_stack_installs_the_real_packages_and_validates_through_them(
+    make_stack, real_xinference, real_plugin_daemon, tmp_path: Path
+) -> None:
+    stack = reference_stack(make_stack, real_xinference, real_plugin_daemon, tmp_path)
+    first = stack.cli("up", "--timeout", "900", timeout=1200)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "install-plugins    langgenius/xinference" in first.stdout, first.stdout
+    services = {s["service"]: s for s in stack.status()["services"]}
+    assert {"xinference", "xinference-worker-1", "xinference-worker-2", "plugin_daemon"} <= set(services)
+    for name, service in services.items():
+        healthy = ("exited", 0) if service["one_shot"] else ("running", "healthy")
+        state = (service["state"], service["exit_code"] if service["one_shot"] else service["health"])
+        assert state == healthy and service["ready"], (name, service)
+    assert worker_of(stack, CHAT) != worker_of(stack, EMBEDDING)
+
+    console = dify_console(stack)
+    installed = console.installed_plugins()["langgenius/xinference"]
+    assert installed["version"] == "0.0.15" and installed["source"] == "package", installed
+    llm = credentials(console, XINFERENCE, CHAT, "llm")
+    assert (llm["server_url"], llm["model_uid"]) == (IN_COMPOSE, CHAT)
+    # What the real plugin's validation added to the credentials, stored by Dify.
+    assert {"completion_type", "context_length"} <= set(llm), llm
+    embedding = credentials(console, XINFERENCE, EMBEDDING, "text-embedding")
+    assert embedding["model_uid"] == EMBEDDING
+
+    again = stack.cli("up", "--timeout", "300")
+    assert again.returncode == 0 and "changes     none" in again.stdout, again.stdout + again.stderr
