@@ -254,6 +254,9 @@ def bench_c(root: Path, images: dict[str, str], latency: float, count: int) -> d
         stack.destroy()
 
 
+SHARED_PACKAGES = Path(__file__).resolve().parents[2] / "shared" / "upstream" / "dify-official-plugins"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -261,10 +264,19 @@ def main() -> int:
     parser.add_argument(
         "--base-image", default=os.environ.get("DIFYSTACK_STANDIN_BASE", "difystack/offline-base:bookworm")
     )
+    parser.add_argument(
+        "--plugin-packages",
+        type=Path,
+        default=Path(os.environ.get("DIFYSTACK_PLUGIN_PACKAGES") or SHARED_PACKAGES),
+        help="the .difypkg files the plugin-daemon stand-in runs",
+    )
     parser.add_argument("--latency", type=float, default=5.0, help="model launch latency for (a) and (b)")
     args = parser.parse_args()
     images = StandinBuilder(progress=lambda m: print(f"  {m}", file=sys.stderr)).build(
-        args.base_image, infra=True
+        args.base_image,
+        infra=True,
+        plugin_packages=args.plugin_packages,
+        plugin_base=os.environ.get("DIFYSTACK_STANDIN_PLUGIN_BASE", "difystack/offline-base-plugins:trixie"),
     )
     root = Path(tempfile.mkdtemp(prefix="difystack-bench-"))
     try:

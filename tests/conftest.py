@@ -44,7 +44,7 @@ EXPORTED_SETTINGS = {
     settings.FAKE_DIFY_VERSION.name: "1.13.3",
     settings.FAKE_DAEMON_VERSION.name: "0.5.5",
     settings.FAKE_MARKETPLACE.name: "reachable",
-    settings.FAKE_XINFERENCE_CACHE_TTL.name: "300",
+    settings.FAKE_MARKETPLACE_PACKAGES.name: "",
     settings.FAKE_PLUGIN_ENVS.name: "",
     settings.PLUGIN_PACKAGES.name: "",
     settings.STUB_NAME.name: "stub",

@@ -249,8 +249,8 @@ def standins() -> None:
     "--plugin-packages",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     default=None,
-    help="A directory of .difypkg files the plugin-daemon stand-in runs for real"
-    " (or $DIFYSTACK_PLUGIN_PACKAGES).",
+    help="A directory of .difypkg files: the plugin-daemon stand-in runs them unmodified and the api"
+    " stand-in's marketplace serves them (or $DIFYSTACK_PLUGIN_PACKAGES; needed for those two).",
 )
 @click.option(
     "--plugin-base",

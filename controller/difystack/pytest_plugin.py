@@ -231,7 +231,7 @@ class StackSession:
             from difystack.standins import DEFAULT_BASE_IMAGE, StandinBuilder, image_overrides
 
             base = settings.STANDIN_BASE.read() or DEFAULT_BASE_IMAGE
-            StandinBuilder().build(base, infra=False)
+            StandinBuilder().build(base, infra=False, only=("xinference", "localai"))
             overrides["images"] = image_overrides(infra=False, only=("xinference", "localai"))
         return overrides
 

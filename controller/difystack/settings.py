@@ -84,14 +84,16 @@ FAKE_DAEMON_VERSION = _setting(
     "FAKE_DAEMON_VERSION", "the plugin daemon version the fake daemon plays", "fakes"
 )
 FAKE_MARKETPLACE = _setting("FAKE_MARKETPLACE", "reachable | unreachable", "fakes")
-FAKE_XINFERENCE_CACHE_TTL = _setting(
-    "FAKE_XINFERENCE_CACHE_TTL", "the Xinference plugin's describe cache, seconds", "fakes"
+FAKE_MARKETPLACE_PACKAGES = _setting(
+    "FAKE_MARKETPLACE_PACKAGES", "the .difypkg files the fake Dify's simulated marketplace serves", "fakes"
 )
 FAKE_PLUGIN_ENVS = _setting(
     "FAKE_PLUGIN_ENVS", "where the fake plugin daemon finds the plugins' prebuilt environments", "fakes"
 )
 PLUGIN_PACKAGES = _setting(
-    "PLUGIN_PACKAGES", "a directory of .difypkg files the stand-in daemon runs", "standins, tests"
+    "PLUGIN_PACKAGES",
+    "the .difypkg files the stand-in daemon runs and its marketplace serves",
+    "standins, tests",
 )
 STUB_NAME = _setting("STUB_NAME", "the service a stub stands in for", "fakes")
 STUB_PATHS = _setting("STUB_PATHS", "the paths a stub answers", "fakes")

@@ -181,6 +181,10 @@ ROLES: tuple[Role, ...] = (
 )
 
 
+# The daemon runs the real plugins, the api's simulated marketplace serves their packages.
+PACKAGE_ROLES = frozenset({"dify-plugin-daemon", "dify-api"})
+
+
 def roles(infra: bool) -> list[Role]:
     return [role for role in ROLES if infra or not role.infra]
 
@@ -222,23 +226,35 @@ class StandinBuilder:
         force: bool = False,
         plugin_packages: Path | None = None,
         plugin_base: str | None = None,
+        only: Iterable[str] | None = None,
     ) -> dict[str, str]:
-        """Build (or reuse) every stand-in; returns service -> image.
+        """Build (or reuse) the stand-ins (every one, or the ``only`` roles); returns service -> image.
 
-        With ``plugin_packages`` (a directory of .difypkg) the plugin daemon runs those real
-        plugins (see :mod:`difystack.plugin_standin`)."""
+        The plugin daemon runs Dify's real plugins and the api's simulated marketplace serves
+        them: both need ``plugin_packages`` (a directory of .difypkg, see
+        :mod:`difystack.plugin_standin`)."""
+        wanted = [role for role in roles(infra) if only is None or role.name in set(only)]
+        needs_packages = [role.name for role in wanted if role.name in PACKAGE_ROLES]
+        if needs_packages and plugin_packages is None:
+            raise DifystackError(
+                f"the {' and '.join(needs_packages)} stand-ins run and serve Dify's real plugins:"
+                " give a directory of .difypkg files",
+                hint=f"--plugin-packages DIR or {settings.PLUGIN_PACKAGES.name}"
+                " (e.g. the langgenius/xinference and langgenius/localai packages from Dify's marketplace)",
+            )
         base_id = self.base_image_id(base_image)
         with tempfile.TemporaryDirectory(prefix="difystack-standins-") as tmp:
             work = Path(tmp)
             runtime_hash = self._build_runtime(base_image, base_id, work, force)
-            for role in roles(infra):
-                if plugin_packages is None or role.name != "dify-plugin-daemon":
-                    self._build_role(role, base_image, base_id, runtime_hash, work, force)
-        if plugin_packages is not None:
+            for role in wanted:
+                if role.name != "dify-plugin-daemon":
+                    marketplace = plugin_packages if role.name == "dify-api" else None
+                    self._build_role(role, base_image, base_id, runtime_hash, work, force, marketplace)
+        if "dify-plugin-daemon" in needs_packages and plugin_packages is not None:
             from difystack.plugin_standin import DEFAULT_PLUGIN_BASE, build_plugin_daemon
 
             build_plugin_daemon(self, plugin_packages, plugin_base or DEFAULT_PLUGIN_BASE, force)
-        return image_overrides(infra)
+        return {service: role.image for role in wanted for service in role.services}
 
     def base_image_id(self, base_image: str) -> str:
         try:
@@ -275,19 +291,39 @@ class StandinBuilder:
         return digest
 
     def _build_role(
-        self, role: Role, base_image: str, base_id: str, runtime_hash: str, work: Path, force: bool
+        self,
+        role: Role,
+        base_image: str,
+        base_id: str,
+        runtime_hash: str,
+        work: Path,
+        force: bool,
+        marketplace: Path | None = None,
     ) -> None:
         context = work / role.name
         context.mkdir()
         for script in role.scripts:
             shutil.copy(templates_dir() / "standins" / "files" / script, context / script)
+        packages: list[str] = []
+        if marketplace is not None:
+            from difystack.plugin_standin import package_files
+
+            (context / "marketplace").mkdir()
+            for file in package_files(marketplace):
+                shutil.copy(file, context / "marketplace" / file.name)
+                packages.append(f"{file.name}:{hashlib.sha256(file.read_bytes()).hexdigest()}")
         template = "standins/infra.Dockerfile.j2" if role.infra else "standins/fake.Dockerfile.j2"
         dockerfile = self.renderer.render(
             template,
-            {"role": role, "base_image": base_image, "runtime_image": standin_image(RUNTIME)},
+            {
+                "role": role,
+                "base_image": base_image,
+                "runtime_image": standin_image(RUNTIME),
+                "marketplace": bool(packages),
+            },
         )
         scripts = [(context / s).read_text(encoding="utf-8") for s in role.scripts]
-        digest = content_hash(base_id if role.infra else runtime_hash, dockerfile, *scripts)
+        digest = content_hash(base_id if role.infra else runtime_hash, dockerfile, *scripts, *packages)
         if not force and self.has_hash(role.image, digest):
             self.progress(f"{role.image} is up to date")
             return

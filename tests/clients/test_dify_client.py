@@ -38,6 +38,7 @@ from difystack.fakes.localai import create_app as create_localai
 from difystack.fakes.xinference import create_app as create_xinference
 from tests.clients import RequestRecorder, ScriptedServer, dify_error
 from tests.conftest import free_port, serve_app
+from tests.fakes.real_plugins import marketplace_identifier, marketplace_package, real_plugins_env
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "Passw0rd123"
@@ -114,7 +115,11 @@ def dify_stack(
     api_env: dict[str, str] | None = None,
     daemon_behaviour: Behaviour | None = None,
 ) -> Iterator[DifyStack]:
-    daemon_env = {"SERVER_KEY": DAEMON_KEY, "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon")}
+    daemon_env = {
+        "SERVER_KEY": DAEMON_KEY,
+        "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon"),
+        **real_plugins_env(),
+    }
     with serve_app(
         create_daemon(daemon_behaviour or Behaviour(launch_latency=0.2), daemon_env)
     ) as daemon_url:
@@ -124,6 +129,7 @@ def dify_stack(
             "PLUGIN_DAEMON_URL": daemon_url,
             "PLUGIN_DAEMON_KEY": DAEMON_KEY,
             "DIFYSTACK_FAKE_STATE_DIR": str(tmp_path / "api"),
+            **real_plugins_env(),
             **(api_env or {}),
         }
         with serve_app(create_api(Behaviour(), env)) as api_url:
@@ -190,7 +196,7 @@ def test_full_flow_on_1_13_3(tmp_path: Path, model_servers: ModelServers) -> Non
         assert recorder.last("POST", "/console/api/workspaces/current/plugin/list/latest-versions").json == {
             "plugin_ids": ["langgenius/xinference", "langgenius/nonexistent"]
         }
-        xinference_id = difypkg.official_unique_identifier("langgenius/xinference")
+        xinference_id = marketplace_identifier("langgenius/xinference")
         assert latest == {"langgenius/xinference": xinference_id}
         task_id = console.install_from_marketplace([xinference_id])
         assert recorder.last("POST", "/console/api/workspaces/current/plugin/install/marketplace").json == {
@@ -205,7 +211,7 @@ def test_full_flow_on_1_13_3(tmp_path: Path, model_servers: ModelServers) -> Non
         assert "running" in statuses or "pending" in statuses
         assert console.install_from_marketplace([xinference_id]) is None  # all installed
 
-        package = difypkg.official_package("langgenius/localai")
+        package = marketplace_package("langgenius/localai")
         localai_id = console.upload_package(package, "localai-0.0.8.difypkg")
         assert localai_id == difypkg.unique_identifier(package)
         upload = recorder.last("POST", "/console/api/workspaces/current/plugin/upload/pkg")

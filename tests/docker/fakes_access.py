@@ -12,7 +12,6 @@ from difystack.clients.dify import DifyConsole
 from tests.docker.conftest import StackUnderTest
 
 JOURNAL = "/_fake/requests"
-OUTBOUND = "/_fake/outbound"  # the fake plugin daemon's calls to model servers
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 XINFERENCE = "langgenius/xinference/xinference"  # Dify's provider id for Xinference
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from difystack.clients.dify import DifyConsole
+from difystack.clients.dify import CredentialsRejected, DifyConsole
 from difystack.standins import with_env
 from tests.conftest import free_port, user_env
 from tests.docker.conftest import StackUnderTest
@@ -61,13 +61,15 @@ def test_up_deploys_verifies_registers_and_converges(make_stack) -> None:
         "invoke_timeout": "60",
         "max_retries": "3",
     }
-    assert llm["completion_type"] == "chat"  # added by the plugin's validation, as in real Dify
+    # Added by the real plugin's validation, from the server's describe, as in real Dify.
+    assert llm["completion_type"] == "chat" and int(llm["context_length"]) > 0, llm
     embedding = credentials(console, XINFERENCE, "bge-small-en-v1.5", "text-embedding")
     assert (
         embedding["model_uid"] == "bge-small-en-v1.5" and embedding["server_url"] == "http://xinference:9997"
     )
+    assert int(embedding["max_tokens"]) > 0, embedding
     local_llm = credentials(console, LOCALAI, "qwen3-0.6b", "llm")
-    assert local_llm["server_url"].rstrip("/") == "http://localai:8080"
+    assert local_llm["server_url"] == "http://localai:8080/"  # the real plugin adds the trailing /
     assert (local_llm["completion_type"], local_llm["context_size"]) == ("chat_completion", "4096")
     local_embedding = credentials(console, LOCALAI, "granite-embedding-107m", "text-embedding")
     assert "completion_type" not in local_embedding and "context_size" not in local_embedding
@@ -148,6 +150,24 @@ def test_up_deploys_verifies_registers_and_converges(make_stack) -> None:
         ("qwen3-0.6b", "installed", "registered"),
         ("granite-embedding-107m", "installed", "registered"),
     }
+
+    # The real plugins refuse what is wrong; difystack names the model and passes their message on.
+    xinference_creds = {"server_url": "http://xinference:9997", "invoke_timeout": "60", "max_retries": "3"}
+    with pytest.raises(CredentialsRejected) as wrong_uid:
+        console.create_credential(XINFERENCE, "ghost", "llm", {**xinference_creds, "model_uid": "ghost"}, "x")
+    assert "llm model ghost" in str(wrong_uid.value) and "uid: ghost" in wrong_uid.value.reason
+    with pytest.raises(CredentialsRejected) as wrong_type:
+        chat_uid = {**xinference_creds, "model_uid": "qwen2.5-instruct-0.5b"}
+        console.create_credential(XINFERENCE, "qwen-as-embedding", "text-embedding", chat_uid, "x")
+    assert "text-embedding model qwen-as-embedding" in str(wrong_type.value)
+    assert "not a text embedding model" in wrong_type.value.reason
+    stopped = subprocess.run(["docker", "stop", f"{stack.name}-localai-1"], capture_output=True, check=False)
+    assert stopped.returncode == 0, stopped.stderr
+    local_creds = {k: local_llm[k] for k in ("server_url", "completion_type", "context_size")}
+    with pytest.raises(CredentialsRejected) as server_down:
+        console.create_credential(LOCALAI, "qwen3-0.6b-again", "llm", local_creds, "x")
+    assert "llm model qwen3-0.6b-again" in str(server_down.value)
+    assert "Connection error" in server_down.value.reason, server_down.value.reason  # the plugin's own words
 
 
 def test_failures_name_the_step_and_a_rerun_after_the_fix_finishes_the_rest(

@@ -8,41 +8,24 @@ plugin-daemon stand-in that runs them unmodified over the stdio protocol.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from difystack.standins import standin_image
 from tests.conftest import REPO_ROOT
 from tests.docker.conftest import StackUnderTest
 from tests.docker.fakes_access import XINFERENCE, credentials, dify_console
 from tests.docker.test_distributed_xinference import pinned, worker_of
 from tests.docker.test_real_xinference import CHAT, EMBEDDING, IN_COMPOSE
-from tests.fakes.real_plugins import package, packages_dir
+from tests.fakes.real_plugins import package
 
 pytestmark = pytest.mark.docker
 
 REFERENCE = REPO_ROOT / "compose" / "xinference-distributed-offline-plugins" / "difystack.yaml"
 
 
-@pytest.fixture(scope="session")
-def real_plugin_daemon(standin_images: dict[str, str]) -> str:
-    """The plugin-daemon stand-in with the real packages (under its own name: the other docker
-    tests keep the emulating one)."""
-    from difystack import settings
-    from difystack.plugin_standin import build_plugin_daemon
-    from difystack.standins import StandinBuilder
-
-    base = settings.STANDIN_PLUGIN_BASE.read() or "difystack/offline-base-plugins:trixie"
-    image = standin_image("dify-plugin-daemon-real-plugins")
-    return build_plugin_daemon(StandinBuilder(), packages_dir(), base, image=image)
-
-
-def reference_stack(
-    make_stack: Any, real_xinference: dict[str, Any], real_plugin_daemon: str, tmp_path: Path
-) -> StackUnderTest:
+def reference_stack(make_stack: Any, real_xinference: dict[str, Any]) -> StackUnderTest:
     reference = yaml.safe_load(REFERENCE.read_text(encoding="utf-8"))
     plugins = reference["dify"]["plugins"]
     plugins["packages"] = {
@@ -52,16 +35,16 @@ def reference_stack(
     return make_stack(
         gpu=reference["gpu"],
         localai=reference["localai"],
-        images={**real_xinference["images"], "plugin_daemon": real_plugin_daemon},
+        images=real_xinference["images"],
         xinference={**reference["xinference"], "models": pinned(real_xinference)},
         dify=reference["dify"],
     )
 
 
 def test_the_distributed_reference_stack_installs_the_real_packages_and_validates_through_them(
-    make_stack, real_xinference, real_plugin_daemon, tmp_path: Path
+    make_stack, real_xinference
 ) -> None:
-    stack = reference_stack(make_stack, real_xinference, real_plugin_daemon, tmp_path)
+    stack = reference_stack(make_stack, real_xinference)
     first = stack.cli("up", "--timeout", "900", timeout=1200)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "install-plugins    langgenius/xinference" in first.stdout, first.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from difystack import settings
+from difystack.fakes import difypkg
 from difystack.fakes.plugin_process import build_env, unpack
 from difystack.fakes.tiktoken_cache import ensure_gpt2
 from tests.conftest import REPO_ROOT
@@ -54,8 +56,8 @@ def plugin_envs_root() -> Path:
     """Environments built from each package's uv.lock, kept between runs."""
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "difystack" / "plugin-envs"
     python = plugin_python()
-    for difypkg in sorted(packages_dir().glob("*.difypkg")):
-        plugin_dir = unpack(difypkg, root / "unpacked" / difypkg.stem)
+    for found in sorted(packages_dir().glob("*.difypkg")):
+        plugin_dir = unpack(found, root / "unpacked" / found.stem)
         build_env(plugin_dir, root, python)
     return root
 
@@ -64,3 +66,23 @@ def tiktoken_cache() -> Path:
     """tiktoken's gpt2 files (see difystack.fakes.tiktoken_cache), kept between runs."""
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "difystack" / "tiktoken"
     return ensure_gpt2(root)
+
+
+@functools.cache
+def real_plugins_env() -> dict[str, str]:
+    """What the in-process fake daemon and api need to run and serve Dify's real plugins:
+    the prebuilt environments, tiktoken's files and the packages for the marketplace."""
+    return {
+        settings.FAKE_PLUGIN_ENVS.name: str(plugin_envs_root()),
+        "TIKTOKEN_CACHE_DIR": str(tiktoken_cache()),
+        settings.FAKE_MARKETPLACE_PACKAGES.name: str(packages_dir()),
+    }
+
+
+def marketplace_package(plugin_id: str) -> bytes:
+    """The real package as the fake marketplace serves it (signed with the fake key)."""
+    return difypkg.signed(package(plugin_id.split("/", 1)[1]).read_bytes())
+
+
+def marketplace_identifier(plugin_id: str) -> str:
+    return difypkg.unique_identifier(marketplace_package(plugin_id))

@@ -140,3 +140,14 @@ def test_plan_of_a_stack_that_is_not_running_lists_every_step(tmp_path: Path) ->
         ("dify", "create-credential", "xinference/mini (text-embedding)", ""),
         ("dify", "set-default-models", "", ""),
     ]
+
+
+def test_standins_without_plugin_packages_name_the_option_and_build_nothing(tmp_path: Path) -> None:
+    # The daemon stand-in runs Dify's real plugins and the api's marketplace serves them: no
+    # packages, no stand-ins (checked before the engine is asked anything).
+    no_packages = {"DIFYSTACK_PLUGIN_PACKAGES": ""}
+    result = run_cli("standins", "build", home=tmp_path / "home", cwd=tmp_path, extra_env=no_packages)
+    assert result.returncode != 0
+    assert "dify-api and dify-plugin-daemon stand-ins run and serve Dify's real plugins" in result.stderr
+    assert "--plugin-packages DIR or DIFYSTACK_PLUGIN_PACKAGES" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -30,6 +30,7 @@ from difystack.reconcile.wiring import build_converger
 from difystack.reconcile.xinference_part import XinferencePart
 from difystack.secrets_store import SecretsStore
 from tests.conftest import serve_app
+from tests.fakes.real_plugins import real_plugins_env
 
 
 @dataclass
@@ -58,7 +59,12 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
         daemon = stack.enter_context(
             serve_app(
                 create_daemon(
-                    Behaviour(), {"SERVER_KEY": "k", "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon")}
+                    Behaviour(),
+                    {
+                        "SERVER_KEY": "k",
+                        "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon"),
+                        **real_plugins_env(),
+                    },
                 )
             )
         )
@@ -72,6 +78,7 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
                         "PLUGIN_DAEMON_KEY": "k",
                         "DIFYSTACK_FAKE_STATE_DIR": str(tmp_path / "api"),
                         "INIT_PASSWORD": "init-Passw0rd",
+                        **real_plugins_env(),
                     },
                 )
             )

@@ -21,6 +21,7 @@ from difystack.fakes.dify_api import create_app as create_api
 from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
 from difystack.fakes.xinference import create_app as create_xinference
 from tests.conftest import serve_app
+from tests.fakes.real_plugins import real_plugins_env
 from tests.unit.test_cli_render import run_cli
 
 ADMIN_EMAIL = "admin@example.com"
@@ -48,13 +49,18 @@ def servers_set_up_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         xinference = stack.enter_context(
             serve_app(create_xinference(Behaviour(launch_latency=0.1), xinference_env))
         )
-        daemon_env = {"SERVER_KEY": "k", "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon")}
+        daemon_env = {
+            "SERVER_KEY": "k",
+            "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon"),
+            **real_plugins_env(),
+        }
         daemon = stack.enter_context(serve_app(create_daemon(Behaviour(), daemon_env)))
         api_env = {
             "SECRET_KEY": "s",
             "PLUGIN_DAEMON_URL": daemon,
             "PLUGIN_DAEMON_KEY": "k",
             "DIFYSTACK_FAKE_STATE_DIR": str(tmp_path / "api"),
+            **real_plugins_env(),
         }
         dify = stack.enter_context(serve_app(create_api(Behaviour(), api_env)))
         # A person set both up: the Xinference admin with the token its log printed, the Dify admin.

@@ -19,8 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JOURNAL_PATH = "/_fake/requests"
-OUTBOUND_PATH = "/_fake/outbound"
-JOURNAL_PATHS = frozenset({JOURNAL_PATH, OUTBOUND_PATH})  # never journalled, never gated
+JOURNAL_PATHS = frozenset({JOURNAL_PATH})  # never journalled, never gated
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -55,16 +54,6 @@ class RequestJournal:
             Route(self.path, read, methods=["GET"]),
             Route(self.path, clear, methods=["DELETE"]),
         ]
-
-
-@dataclass
-class OutboundEntry:
-    """A call the fake made to another server (e.g. a plugin validating against Xinference)."""
-
-    method: str
-    url: str
-    status: int
-    at: float
 
 
 class JournalMiddleware:

@@ -12,10 +12,10 @@ Environment (names of the real api container): ``SECRET_KEY``, ``INIT_PASSWORD``
 ``CONSOLE_WEB_URL`` (both https: ``__Host-`` cookies with ``Secure``), ``PLUGIN_DAEMON_URL``,
 ``PLUGIN_DAEMON_KEY``, ``MARKETPLACE_ENABLED``, ``MARKETPLACE_API_URL``,
 ``PLUGIN_MAX_PACKAGE_SIZE``; fake-only: ``DIFYSTACK_FAKE_DIFY_VERSION`` (default 1.13.3),
-``DIFYSTACK_FAKE_STATE_DIR`` (JSON state, default /app/api/storage/difystack-fake) and
-``DIFYSTACK_FAKE_MARKETPLACE`` (``reachable``: the api "downloads" the official
-langgenius/xinference 0.0.15 and langgenius/localai 0.0.8 packages, signed; ``unreachable``:
-downloads fail as offline).
+``DIFYSTACK_FAKE_STATE_DIR`` (JSON state, default /app/api/storage/difystack-fake),
+``DIFYSTACK_FAKE_MARKETPLACE_PACKAGES`` (the real .difypkg files the simulated marketplace
+serves, signed: :mod:`~difystack.fakes.marketplace`) and ``DIFYSTACK_FAKE_MARKETPLACE``
+(``reachable``, or ``unreachable``: downloads fail as offline).
 
 Behaviour: ``ready_delay`` / ``never-ready`` (503 until ready).
 """
@@ -67,6 +67,7 @@ from difystack.fakes.dify_api_core import (
 )
 from difystack.fakes.dify_api_models import ModelProviders
 from difystack.fakes.dify_plugin_daemon import Readiness, ReadinessGate
+from difystack.fakes.marketplace import Marketplace
 
 CONSOLE = "/console/api"
 PASSWORD_PATTERN = re.compile(r"^(?=.*[a-zA-Z])(?=.*\d).{8,}$")
@@ -87,7 +88,7 @@ class DifyApi:
         self.state = ApiState.load(config.state_dir)
         self.daemon = PluginDaemonClient(config.plugin_daemon_url, config.plugin_daemon_key)
         self.models = ModelProviders(config, self.state, self.daemon)
-        self._marketplace: dict[str, bytes] = {}
+        self.marketplace = Marketplace(config.marketplace_packages)
 
     # --- request wrappers ---------------------------------------------------------------
 
@@ -396,12 +397,13 @@ class DifyApi:
     def latest_version(self, plugin_id: str) -> dict[str, Any] | None:
         if not (self.config.marketplace_enabled and self.config.marketplace_reachable):
             return None
-        if plugin_id not in difypkg.OFFICIAL_PLUGINS:
+        package = self.marketplace.latest(plugin_id)
+        if package is None:
             return None
         return {
             "plugin_id": plugin_id,
-            "version": difypkg.OFFICIAL_PLUGINS[plugin_id][0],
-            "unique_identifier": difypkg.unique_identifier(self.official_package(plugin_id)),
+            "version": difypkg.read_manifest(package)["version"],
+            "unique_identifier": difypkg.unique_identifier(package),
             "status": "active",
             "deprecated_reason": "",
             "alternative_plugin_id": "",
@@ -418,21 +420,15 @@ class DifyApi:
             {"versions": {plugin_id: self.latest_version(plugin_id) for plugin_id in plugin_ids}}
         )
 
-    def official_package(self, plugin_id: str) -> bytes:
-        if plugin_id not in self._marketplace:
-            self._marketplace[plugin_id] = difypkg.official_package(plugin_id)
-        return self._marketplace[plugin_id]
-
     def download_from_marketplace(self, identifier: str) -> bytes:
         """``GET {MARKETPLACE_API_URL}/api/v1/plugins/download?unique_identifier=...`` (simulated)."""
         url = f"{self.config.marketplace_api_url}/api/v1/plugins/download?unique_identifier={identifier}"
         if not self.config.marketplace_reachable:
             raise invalid_param(f"Reached maximum retries (3) for URL {url}")
-        for plugin_id in difypkg.OFFICIAL_PLUGINS:
-            package = self.official_package(plugin_id)
-            if difypkg.unique_identifier(package) == identifier:
-                return package
-        raise invalid_param("file not found")
+        package = self.marketplace.download(identifier)
+        if package is None:
+            raise invalid_param("file not found")
+        return package
 
     async def install_from_marketplace(self, request: Request, principal: Principal) -> Response:
         if not self.config.marketplace_enabled:

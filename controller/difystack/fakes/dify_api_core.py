@@ -108,6 +108,7 @@ class ApiConfig:
     marketplace_enabled: bool
     marketplace_api_url: str
     marketplace_reachable: bool
+    marketplace_packages: Path | None
     max_package_size: int
     state_dir: Path
 
@@ -135,6 +136,9 @@ class ApiConfig:
             marketplace_enabled=env_flag(env, "MARKETPLACE_ENABLED", True),
             marketplace_api_url=(env.get("MARKETPLACE_API_URL") or "https://marketplace.dify.ai").rstrip("/"),
             marketplace_reachable=marketplace == "reachable",
+            marketplace_packages=Path(given)
+            if (given := settings.FAKE_MARKETPLACE_PACKAGES.read(env))
+            else None,
             max_package_size=int(env.get("PLUGIN_MAX_PACKAGE_SIZE") or 52428800),
             state_dir=Path(settings.FAKE_STATE_DIR.read(env) or "/app/api/storage/difystack-fake"),
         )

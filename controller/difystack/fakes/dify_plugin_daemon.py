@@ -13,21 +13,17 @@ the api uses, with the daemon's own naming and envelope:
 Environment (same names as the real daemon): ``SERVER_KEY`` (the api must send it as
 ``X-Api-Key``), ``FORCE_VERIFYING_SIGNATURE`` (default true), ``PLUGIN_STORAGE_LOCAL_ROOT``
 (default ``/app/storage``; packages, installations and tasks are persisted there),
-``MAX_PLUGIN_PACKAGE_SIZE`` (default 52428800) and ``DIFYSTACK_FAKE_XINFERENCE_CACHE_TTL``
-(the Xinference plugin's describe cache, default 300 s).
+and ``MAX_PLUGIN_PACKAGE_SIZE`` (default 52428800).
 
-With ``DIFYSTACK_FAKE_PLUGIN_ENVS`` (a directory of environments built from the packages' own
-uv.lock files, as the plugin-daemon stand-in image bakes them) an install task unpacks the
-package and starts the REAL plugin (:mod:`~difystack.fakes.plugin_process`), and the dispatch
-routes forward to it over stdio: its ``stream`` chunks become the SSE events, its ``error``
-becomes the ``PluginInvokeError`` envelope around the plugin's own error type and message.
-The LocalAI plugin's token counting needs tiktoken's gpt2 files in ``TIKTOKEN_CACHE_DIR``
-(exact files, see :mod:`~difystack.fakes.tiktoken_cache`).
-
-Without it (in-process tests that have no plugin environments), credential validation and
-model schemas run the emulated official plugins
-(:mod:`~difystack.fakes.dify_plugin_xinference`, :mod:`~difystack.fakes.dify_plugin_localai`),
-which make the plugins' real HTTP calls to the model servers; packages are read with
+The plugins themselves are Dify's REAL official plugins, unmodified: an install task unpacks
+the package and starts it (:mod:`~difystack.fakes.plugin_process`) with the environment built
+from the package's own uv.lock under ``DIFYSTACK_FAKE_PLUGIN_ENVS`` (the plugin-daemon stand-in
+image bakes them); the dispatch routes forward to it over stdio: its ``stream`` chunks become
+the SSE events, its ``error`` becomes the ``PluginInvokeError`` envelope around the plugin's own
+error type and message. A plugin installed before a restart is started again on its first
+dispatch. Without an environment for a package the install task fails as a dependency install
+does. The LocalAI plugin's token counting needs tiktoken's gpt2 files in ``TIKTOKEN_CACHE_DIR``
+(see :mod:`~difystack.fakes.tiktoken_cache`). Packages are read with
 :mod:`~difystack.fakes.difypkg` (see there for the fake signature scheme).
 
 Behaviour knobs: ``ready_delay`` (503 until then), ``launch_latency`` (duration of a plugin
@@ -62,14 +58,6 @@ from difystack.config_model import version_tuple
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.common import JOURNAL_PATHS, JournalMiddleware, RequestJournal, json_body
-from difystack.fakes.dify_plugin_localai import LocalAIRuntime
-from difystack.fakes.dify_plugin_runtime import (
-    OUTBOUND,
-    GenericRuntime,
-    ModelProviderRuntime,
-    error_type_of,
-)
-from difystack.fakes.dify_plugin_xinference import XinferenceRuntime
 from difystack.fakes.plugin_process import PluginFailure, PluginProcess, PluginStartError, env_python, unpack
 
 DEFAULT_SERVER_KEY = "lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi"
@@ -145,9 +133,9 @@ class DaemonConfig:
     force_verifying_signature: bool
     storage_root: Path
     max_package_size: int
-    xinference_cache_ttl: float
     version: str = DEFAULT_DAEMON_VERSION
     plugin_envs: Path | None = None
+    tiktoken_cache: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DaemonConfig:
@@ -156,9 +144,9 @@ class DaemonConfig:
             force_verifying_signature=env_flag(env, "FORCE_VERIFYING_SIGNATURE", True),
             storage_root=Path(env.get("PLUGIN_STORAGE_LOCAL_ROOT") or "/app/storage"),
             max_package_size=int(env.get("MAX_PLUGIN_PACKAGE_SIZE") or 52428800),
-            xinference_cache_ttl=float(settings.FAKE_XINFERENCE_CACHE_TTL.read(env) or 300),
             version=settings.FAKE_DAEMON_VERSION.read(env) or DEFAULT_DAEMON_VERSION,
             plugin_envs=Path(envs) if (envs := settings.FAKE_PLUGIN_ENVS.read(env)) else None,
+            tiktoken_cache=env.get("TIKTOKEN_CACHE_DIR", ""),
         )
 
     @property
@@ -218,11 +206,6 @@ class PluginDaemon:
         self.behaviour = behaviour
         self.config = config
         self.store = DaemonStore(config.storage_root)
-        # One runtime per plugin, living as long as the daemon (like the plugin subprocesses).
-        self.runtimes: dict[str, ModelProviderRuntime] = {
-            "langgenius/xinference": XinferenceRuntime(cache_ttl=config.xinference_cache_ttl),
-            "langgenius/localai": LocalAIRuntime(),
-        }
         self.workers: set[asyncio.Task[None]] = set()
         # Real plugins (package unpacked, environment prebuilt from its own lock), by plugin id.
         self.processes: dict[str, PluginProcess] = {}
@@ -378,14 +361,17 @@ class PluginDaemon:
         self.store.save()
 
     async def start_real_plugin(self, identifier: str) -> None:
-        """Unpack the package and start it, when an environment was built for its lock."""
-        if self.config.plugin_envs is None:
-            return
+        """Unpack the package and start the plugin with the environment built for its lock."""
         plugin_id = identifier.split(":", 1)[0]
         checksum = identifier.rsplit("@", 1)[1]
         package = self.store.package_dir / f"{checksum}.difypkg"
         if not package.exists():
-            return
+            raise PluginStartError(f"failed to install dependencies: package {identifier} is not stored")
+        if self.config.plugin_envs is None:
+            raise PluginStartError(
+                "failed to install dependencies: this plugin daemon stand-in has no plugin environments"
+                f" ({settings.FAKE_PLUGIN_ENVS.name} is unset)"
+            )
         cwd = self.config.storage_root / "cwd" / plugin_id.replace("/", "-") / checksum
         plugin_dir = unpack(package, cwd)
         python = env_python(self.config.plugin_envs, plugin_dir)
@@ -397,7 +383,8 @@ class PluginDaemon:
         previous = self.processes.pop(plugin_id, None)
         if previous is not None:
             await previous.stop()
-        process = PluginProcess(plugin_dir, str(python))
+        plugin_env = {"TIKTOKEN_CACHE_DIR": self.config.tiktoken_cache} if self.config.tiktoken_cache else {}
+        process = PluginProcess(plugin_dir, str(python), plugin_env)
         await process.ensure_started()
         self.processes[plugin_id] = process
 
@@ -485,6 +472,10 @@ class PluginDaemon:
             if installation["id"] == installation_id:
                 del installations[plugin_id]
                 self.store.save()
+                if not any(plugin_id in tenant for tenant in self.store.installations.values()):
+                    process = self.processes.pop(plugin_id, None)
+                    if process is not None:
+                        await process.stop()
                 return success(True)
         raise DaemonError("plugin installation not found", "PluginDaemonInternalServerError", -500)
 
@@ -511,35 +502,17 @@ class PluginDaemon:
 
     # -- dispatch (streamed)
 
+    async def validate_provider_credentials(self, request: Request) -> Response:
+        return await self.dispatch(request, "validate_provider_credentials")
+
     async def validate_model_credentials(self, request: Request) -> Response:
-        if request.headers.get("X-Plugin-ID", "") in self.processes:
-            return await self.dispatch_real(request, "validate_model_credentials")
-
-        async def run(runtime: ModelProviderRuntime, data: Mapping[str, Any]) -> Any:
-            credentials = dict(data.get("credentials") or {})
-            await runtime.validate_credentials(
-                str(data.get("model_type")), str(data.get("model")), credentials
-            )
-            return {"result": True, "credentials": credentials}
-
-        return await self.dispatch(request, run)
+        return await self.dispatch(request, "validate_model_credentials")
 
     async def model_schema(self, request: Request) -> Response:
-        if request.headers.get("X-Plugin-ID", "") in self.processes:
-            return await self.dispatch_real(request, "get_ai_model_schemas")
+        return await self.dispatch(request, "get_ai_model_schemas")
 
-        async def run(runtime: ModelProviderRuntime, data: Mapping[str, Any]) -> Any:
-            credentials = dict(data.get("credentials") or {})
-            schema = await runtime.model_schema(
-                str(data.get("model_type")), str(data.get("model")), credentials
-            )
-            return {"model_schema": schema}
-
-        return await self.dispatch(request, run)
-
-    async def dispatch(
-        self, request: Request, run: Callable[[ModelProviderRuntime, Mapping[str, Any]], Awaitable[Any]]
-    ) -> Response:
+    async def dispatch(self, request: Request, action: str) -> Response:
+        """Forward the dispatch to the real plugin; each ``stream`` chunk becomes one event."""
         plugin_id = request.headers.get("X-Plugin-ID", "")
         if not plugin_id:
             return DaemonError("plugin_id is required", http_status=400).response()
@@ -547,32 +520,14 @@ class PluginDaemon:
         if installation is None:
             return DaemonError("plugin not found", "PluginNotFoundError", -404, http_status=404).response()
         body = await json_body(request) or {}
-        data = body.get("data") if isinstance(body.get("data"), dict) else body
-        declared = (installation["declaration"].get("model") or {}).get("provider")
-        try:
-            if data.get("provider") != declared:
-                raise ValueError(f"provider {data.get('provider')} not found in plugin {plugin_id}")
-            chunk: dict[str, Any] = {
-                "code": 0,
-                "message": "",
-                "data": await run(self.runtime_for(plugin_id), data),
-            }
-        except Exception as exc:
-            inner = {"error_type": error_type_of(exc), "message": str(exc), "args": {"description": str(exc)}}
-            error = DaemonError(json.dumps(inner), "PluginInvokeError", -500)
-            chunk = error.envelope()
-        return sse_response([chunk])
-
-    async def dispatch_real(self, request: Request, action: str) -> Response:
-        """Forward the dispatch to the real plugin; each ``stream`` chunk becomes one event."""
-        plugin_id = request.headers["X-Plugin-ID"]
-        if plugin_id not in self.store.tenant_installations(request.path_params["tenant_id"]):
-            return DaemonError("plugin not found", "PluginNotFoundError", -404, http_status=404).response()
-        body = await json_body(request) or {}
         data = body.get("data") if isinstance(body.get("data"), dict) else {}
         invocation = {"user_id": body.get("user_id", ""), "type": "model", "action": action, **data}
         try:
-            results = await self.processes[plugin_id].invoke(invocation)
+            process = self.processes.get(plugin_id)
+            if process is None or not process.running:
+                await self.start_real_plugin(installation["plugin_unique_identifier"])
+                process = self.processes[plugin_id]
+            results = await process.invoke(invocation)
             chunks = [{"code": 0, "message": "", "data": result} for result in results]
         except PluginFailure as failure:
             inner = {"error_type": failure.error_type, "message": failure.message, "args": failure.args_}
@@ -580,9 +535,6 @@ class PluginDaemon:
         except PluginStartError as exc:
             chunks = [DaemonError(str(exc), "PluginDaemonInternalServerError", -500).envelope()]
         return sse_response(chunks)
-
-    def runtime_for(self, plugin_id: str) -> ModelProviderRuntime:
-        return self.runtimes.get(plugin_id) or GenericRuntime()
 
 
 def plugin_declaration(
@@ -667,7 +619,6 @@ def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
     prefix = "/plugin/{tenant_id}"
     routes = [
         *journal.routes(),
-        *OUTBOUND.routes(),
         Route("/health/check", daemon.health_check, methods=["GET"]),
         Route(f"{prefix}/management/install/upload/package", keyed(daemon.upload_package), methods=["POST"]),
         Route(
@@ -697,6 +648,11 @@ def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
         Route(
             f"{prefix}/dispatch/model/validate_model_credentials",
             keyed(daemon.validate_model_credentials),
+            methods=["POST"],
+        ),
+        Route(
+            f"{prefix}/dispatch/model/validate_provider_credentials",
+            keyed(daemon.validate_provider_credentials),
             methods=["POST"],
         ),
         Route(f"{prefix}/dispatch/model/schema", keyed(daemon.model_schema), methods=["POST"]),

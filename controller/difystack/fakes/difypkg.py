@@ -48,7 +48,7 @@ class PackageError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------
-# Official model-provider plugins (dify-official-plugins@7af22831)
+# Synthetic packages (for the daemon's own checks: decode, identifiers, signatures)
 # ---------------------------------------------------------------------------------------
 
 
@@ -68,150 +68,10 @@ def _form(variable: str, form_type: str, label: str, *, required: bool, **extra:
     return field
 
 
-_ONLY_FOR_LLM = [{"variable": "__model_type", "value": "llm"}]
 _MODEL_NAME_FIELD = {
     "label": _i18n("Model Name", "模型名称"),
     "placeholder": _i18n("Enter your model name", "输入模型名称"),
 }
-
-XINFERENCE_PROVIDER: dict[str, Any] = {
-    "provider": "xinference",
-    "label": _i18n("Xorbits Inference"),
-    "description": None,
-    "icon_small": _i18n("icon_s_en.svg"),
-    "icon_large": _i18n("icon_l_en.svg"),
-    "background": "#FAF5FF",
-    "help": {
-        "title": _i18n("How to deploy Xinference", "如何部署 Xinference"),
-        "url": _i18n("https://github.com/xorbitsai/inference"),
-    },
-    "supported_model_types": ["llm", "text-embedding", "rerank", "speech2text", "tts"],
-    "configurate_methods": ["customizable-model"],
-    "provider_credential_schema": None,
-    "model_credential_schema": {
-        "model": _MODEL_NAME_FIELD,
-        "credential_form_schemas": [
-            _form(
-                "server_url",
-                "text-input",
-                "Server url",
-                required=True,
-                placeholder=_i18n("Enter the url of your Xinference, e.g. http://192.168.1.100:9997"),
-            ),
-            _form(
-                "model_uid",
-                "text-input",
-                "Model uid",
-                required=True,
-                placeholder=_i18n("Enter the model uid"),
-            ),
-            _form(
-                "api_key", "secret-input", "API key", required=False, placeholder=_i18n("Enter the api key")
-            ),
-            _form(
-                "invoke_timeout",
-                "text-input",
-                "invoke timeout (unit:second)",
-                required=True,
-                default="60",
-                placeholder=_i18n("Enter invoke timeout value"),
-            ),
-            _form(
-                "max_retries",
-                "text-input",
-                "max retries",
-                required=True,
-                default="3",
-                placeholder=_i18n("Enter max retries"),
-            ),
-        ],
-    },
-    "models": [],
-    "extra": {"python": {"provider_source": "provider/xinference.py"}},
-}
-
-LOCALAI_PROVIDER: dict[str, Any] = {
-    "provider": "localai",
-    "label": _i18n("LocalAI"),
-    "description": None,
-    "icon_small": _i18n("icon_s_en.svg"),
-    "icon_large": _i18n("icon_l_en.svg"),
-    "background": "#F3F4F6",
-    "help": {
-        "title": _i18n("How to deploy LocalAI", "如何部署 LocalAI"),
-        "url": _i18n("https://github.com/go-skynet/LocalAI"),
-    },
-    "supported_model_types": ["llm", "text-embedding", "rerank", "speech2text"],
-    "configurate_methods": ["customizable-model"],
-    "provider_credential_schema": None,
-    "model_credential_schema": {
-        "model": _MODEL_NAME_FIELD,
-        "credential_form_schemas": [
-            {
-                **_form("completion_type", "select", "Completion type", required=False),
-                "default": "chat_completion",
-                "options": [
-                    {"value": "completion", "label": _i18n("Completion", "补全"), "show_on": []},
-                    {"value": "chat_completion", "label": _i18n("ChatCompletion", "对话"), "show_on": []},
-                ],
-                "placeholder": _i18n("Select completion type", "选择对话类型"),
-                "show_on": _ONLY_FOR_LLM,
-            },
-            _form(
-                "server_url",
-                "text-input",
-                "Server url",
-                required=True,
-                placeholder=_i18n("Enter the url of your LocalAI, e.g. http://192.168.1.100:8080"),
-            ),
-            {
-                **_form("context_size", "text-input", "Context size", required=False),
-                "placeholder": _i18n("Enter context size", "输入上下文大小"),
-                "show_on": _ONLY_FOR_LLM,
-            },
-        ],
-    },
-    "models": [],
-    "extra": {"python": {"provider_source": "provider/localai.py"}},
-}
-
-# plugin id -> (version, provider declaration, python requirements, created_at)
-OFFICIAL_PLUGINS: dict[str, tuple[str, dict[str, Any], list[str], str]] = {
-    "langgenius/xinference": (
-        "0.0.15",
-        XINFERENCE_PROVIDER,
-        ["dify_plugin>=0.9.0", "openai", "requests", "xinference_client>=2.8.0", "yarl"],
-        "2024-09-20T00:13:50.29298939-04:00",
-    ),
-    "langgenius/localai": (
-        "0.0.8",
-        LOCALAI_PROVIDER,
-        ["dify_plugin>=0.9.0", "openai", "requests", "yarl"],
-        "2024-09-20T00:13:50.29298939-04:00",
-    ),
-}
-
-
-def official_package(plugin_id: str) -> bytes:
-    """The package the (simulated) marketplace serves for an official plugin, signed."""
-    try:
-        version, provider, requirements, created_at = OFFICIAL_PLUGINS[plugin_id]
-    except KeyError as exc:
-        raise PackageError(f"{plugin_id} is not an official plugin the fake marketplace serves") from exc
-    author, name = plugin_id.split("/", 1)
-    return build_package(
-        author,
-        name,
-        version,
-        signed=True,
-        provider=provider,
-        requirements=requirements,
-        created_at=created_at,
-    )
-
-
-def official_unique_identifier(plugin_id: str) -> str:
-    return unique_identifier(official_package(plugin_id))
 
 
 # ---------------------------------------------------------------------------------------
@@ -235,8 +95,8 @@ def build_package(
     """A deterministic ``.difypkg`` for a model-provider plugin.
 
     ``provider`` is the provider declaration written to ``provider/<name>.yaml`` and listed
-    in ``plugins.models``; it defaults to the official declaration for official plugin ids
-    and to a minimal customizable-model provider otherwise. ``extra_files`` may add or
+    in ``plugins.models``; it defaults to a minimal customizable-model provider. Such a
+    package has no runnable plugin code: the daemon decodes it but cannot start it. ``extra_files`` may add or
     replace any member (including ``manifest.yaml``).
     """
     provider_decl = dict(provider) if provider is not None else _default_provider(author, name)
@@ -258,9 +118,6 @@ def build_package(
 
 
 def _default_provider(author: str, name: str) -> dict[str, Any]:
-    official = OFFICIAL_PLUGINS.get(f"{author}/{name}")
-    if official is not None:
-        return official[1]
     return {
         "provider": name,
         "label": _i18n(name),
@@ -411,6 +268,13 @@ def repackage(data: bytes, extra_files: Mapping[str, bytes | str], *, keep_signa
     for path, content in extra_files.items():
         files[path] = content.encode() if isinstance(content, str) else content
     return _zip(files, comment if keep_signature else b"")
+
+
+def signed(data: bytes, signed_at: int = DEFAULT_SIGNED_AT) -> bytes:
+    """The package as the marketplace hands it out: members unchanged, signature added."""
+    files, _ = _read_zip(data)
+    files.setdefault(VERIFICATION_FILE, json.dumps({"authorized_category": "langgenius"}).encode())
+    return _zip(files, _signature_comment(files, signed_at))
 
 
 def read_manifest(data: bytes) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -127,6 +128,7 @@ class PluginProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=MAX_LINE,
+            start_new_session=True,  # its own process group: stop() ends the relay and the plugin
         )
         self._tasks = [
             asyncio.create_task(self._read_stdout()),
@@ -223,9 +225,9 @@ class PluginProcess:
                 raise PluginStartError(f"plugin {self.plugin_dir.name} exited during a request")
 
     async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
+        if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
             await self.process.wait()
         for task in self._tasks:
             task.cancel()
