@@ -44,15 +44,13 @@ def package_files(packages: Path) -> list[Path]:
     return found
 
 
-def build_plugin_daemon(
-    builder: StandinBuilder,
-    packages: Path,
-    base_image: str,
-    force: bool = False,
-    image: str | None = None,
-) -> str:
-    """Build (or reuse) the plugin-daemon stand-in with these packages; returns its image
-    (by default the daemon stand-in's own name, so a stack of stand-ins runs the real plugins)."""
+def package_digests(files: list[Path]) -> list[str]:
+    """``name:sha256`` of each package, for the stand-in images' content hashes."""
+    return [f"{file.name}:{hashlib.sha256(file.read_bytes()).hexdigest()}" for file in files]
+
+
+def build_plugin_daemon(builder: StandinBuilder, packages: Path, base_image: str, force: bool = False) -> str:
+    """Build (or reuse) the plugin-daemon stand-in with these packages; returns its image."""
     files = package_files(packages)
     base_id = builder.base_image_id(base_image)
     python_tag, machine = builder.probe_base(base_image)
@@ -60,7 +58,7 @@ def build_plugin_daemon(
         raise DifystackError(
             f"plugin base image {base_image} has Python {python_tag}; the plugins need >= 3.12"
         )
-    image = image or standin_image(ROLE)
+    image = standin_image(ROLE)
     with tempfile.TemporaryDirectory(prefix="difystack-plugin-standin-") as tmp:
         context = Path(tmp)
         requirements = fakes_requirements()
@@ -83,7 +81,7 @@ def build_plugin_daemon(
             "\n".join(sorted(plugin_requirements)),
             dockerfile,
             _tree_digest(package),
-            *(f"{file.name}:{hashlib.sha256(file.read_bytes()).hexdigest()}" for file in files),
+            *package_digests(files),
         )
         if not force and builder.has_hash(image, digest):
             builder.progress(f"{image} is up to date")

@@ -228,11 +228,10 @@ class StackSession:
                 localai={"port": _free_port()},
             )
         if _option(self.config, "fake_models"):
-            from difystack.standins import DEFAULT_BASE_IMAGE, StandinBuilder, image_overrides
+            from difystack.standins import DEFAULT_BASE_IMAGE, StandinBuilder
 
             base = settings.STANDIN_BASE.read() or DEFAULT_BASE_IMAGE
-            StandinBuilder().build(base, infra=False, only=("xinference", "localai"))
-            overrides["images"] = image_overrides(infra=False, only=("xinference", "localai"))
+            overrides["images"] = StandinBuilder().build(base, infra=False, only=("xinference", "localai"))
         return overrides
 
     def _up(self, stack: Stack) -> None:

@@ -233,7 +233,8 @@ class StandinBuilder:
         The plugin daemon runs Dify's real plugins and the api's simulated marketplace serves
         them: both need ``plugin_packages`` (a directory of .difypkg, see
         :mod:`difystack.plugin_standin`)."""
-        wanted = [role for role in roles(infra) if only is None or role.name in set(only)]
+        names = set(only) if only is not None else None
+        wanted = [role for role in roles(infra) if names is None or role.name in names]
         needs_packages = [role.name for role in wanted if role.name in PACKAGE_ROLES]
         if needs_packages and plugin_packages is None:
             raise DifystackError(
@@ -306,12 +307,13 @@ class StandinBuilder:
             shutil.copy(templates_dir() / "standins" / "files" / script, context / script)
         packages: list[str] = []
         if marketplace is not None:
-            from difystack.plugin_standin import package_files
+            from difystack.plugin_standin import package_digests, package_files
 
             (context / "marketplace").mkdir()
-            for file in package_files(marketplace):
+            files = package_files(marketplace)
+            for file in files:
                 shutil.copy(file, context / "marketplace" / file.name)
-                packages.append(f"{file.name}:{hashlib.sha256(file.read_bytes()).hexdigest()}")
+            packages = package_digests(files)
         template = "standins/infra.Dockerfile.j2" if role.infra else "standins/fake.Dockerfile.j2"
         dockerfile = self.renderer.render(
             template,

@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
+from difystack import settings
 from difystack.pytest_plugin import remove_project
 from tests.conftest import free_port, user_env
 
 BASE_IMAGE = os.environ.get("DIFYSTACK_STANDIN_BASE", "difystack/offline-base:bookworm")
-PLUGIN_BASE_IMAGE = "difystack/offline-base-plugins:trixie"
+PLUGIN_BASE_IMAGE = settings.STANDIN_PLUGIN_BASE.read() or "difystack/offline-base-plugins:trixie"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -45,21 +46,19 @@ def docker_engine() -> None:
         _unavailable("a running Docker engine")
     if _run("docker", "compose", "version").returncode != 0:
         _unavailable("the Docker Compose v2 plugin")
-    for base in (BASE_IMAGE, os.environ.get("DIFYSTACK_STANDIN_PLUGIN_BASE") or PLUGIN_BASE_IMAGE):
+    for base in (BASE_IMAGE, PLUGIN_BASE_IMAGE):
         if _run("docker", "image", "inspect", base).returncode != 0:
             _unavailable(f"the base image {base}")
 
 
 @pytest.fixture(scope="session")
 def standin_images(docker_engine: None) -> dict[str, str]:
-    from difystack import settings
     from difystack.standins import StandinBuilder
     from tests.fakes.real_plugins import packages_dir
 
     # The plugin daemon runs Dify's real plugins; the api's simulated marketplace serves them.
-    plugin_base = settings.STANDIN_PLUGIN_BASE.read() or PLUGIN_BASE_IMAGE
     return StandinBuilder().build(
-        BASE_IMAGE, infra=True, plugin_packages=packages_dir(), plugin_base=plugin_base
+        BASE_IMAGE, infra=True, plugin_packages=packages_dir(), plugin_base=PLUGIN_BASE_IMAGE
     )
 
 

@@ -20,7 +20,7 @@ from tests.docker.test_real_xinference import (
     EMBEDDING,
     assert_registered_and_default,
     assert_up_again_changes_nothing,
-    validation_calls,
+    assert_validated_by_the_real_plugin,
     xinference_api,
 )
 
@@ -77,8 +77,8 @@ def test_two_real_workers_run_the_models_pinned_to_them_and_a_restarted_worker_g
         EMBEDDING: ("running", "xinference-worker-2:30002", "registered"),
     }
     assert_registered_and_default(stack, api_key=None)
-    calls = validation_calls(stack)
-    assert ("POST", f"{IN_COMPOSE}/v1/embeddings", 200) in calls, json.dumps(calls)
+    with xinference_api(stack) as api:
+        assert_validated_by_the_real_plugin(stack, api, IN_COMPOSE)
     assert_up_again_changes_nothing(stack)
 
     # Worker 2's container restarts: its model is gone; worker 1's keeps running.

@@ -6,8 +6,12 @@ import functools
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from difystack import settings
@@ -86,3 +90,16 @@ def marketplace_package(plugin_id: str) -> bytes:
 
 def marketplace_identifier(plugin_id: str) -> str:
     return difypkg.unique_identifier(marketplace_package(plugin_id))
+
+
+def finished_daemon_task(
+    client: httpx.Client, task_id: str, headers: Mapping[str, str], tenant: str = "t1"
+) -> dict[str, Any]:
+    """The plugin daemon's install task once it has finished (it starts the real plugin)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        task = client.get(f"/plugin/{tenant}/management/install/tasks/{task_id}", headers=headers).json()
+        if task["data"]["status"] in {"success", "failed"}:
+            return dict(task["data"])
+        time.sleep(0.05)
+    raise AssertionError(f"install task {task_id} did not finish")

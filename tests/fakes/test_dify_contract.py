@@ -34,7 +34,12 @@ from difystack.fakes.common import JournalMiddleware, RequestJournal
 from difystack.fakes.dify_api import create_app as create_api
 from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
 from tests.conftest import free_port, serve_app
-from tests.fakes.real_plugins import marketplace_identifier, marketplace_package, real_plugins_env
+from tests.fakes.real_plugins import (
+    finished_daemon_task,
+    marketplace_identifier,
+    marketplace_package,
+    real_plugins_env,
+)
 from tests.fakes.real_plugins import package as real_package
 
 CONSOLE = "/console/api"
@@ -1301,14 +1306,7 @@ def test_daemon_requires_the_server_key_and_uses_its_envelope(tmp_path: Path) ->
             json={"plugin_unique_identifiers": [identifier], "source": "package", "metas": [{}]},
         ).json()["data"]
         assert started["all_installed"] is False
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            task = client.get(
-                f"/plugin/t1/management/install/tasks/{started['task_id']}", headers=keyed
-            ).json()["data"]
-            if task["status"] == "success":
-                break
-            time.sleep(0.02)
+        task = finished_daemon_task(client, started["task_id"], keyed)
         assert task["status"] == "success" and task["completed_plugins"] == 1
         models = client.get(
             "/plugin/t1/management/models", params={"page": 1, "page_size": 256}, headers=keyed
@@ -1363,13 +1361,8 @@ def daemon_with_xinference(tmp_path: Path) -> Iterator[httpx.Client]:
                 "metas": [{"plugin_unique_identifier": difypkg.unique_identifier(package)}],
             },
         ).json()["data"]["task_id"]
-        deadline = time.monotonic() + 90  # the install task starts the real plugin
-        while time.monotonic() < deadline:
-            task = client.get(f"/plugin/t1/management/install/tasks/{task_id}", headers=keyed).json()
-            if task["data"]["status"] in {"success", "failed"}:
-                assert task["data"]["status"] == "success", task
-                break
-            time.sleep(0.05)
+        task = finished_daemon_task(client, task_id, keyed)
+        assert task["status"] == "success", task
         yield client
 
 

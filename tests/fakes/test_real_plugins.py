@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
 from difystack.fakes.localai import create_app as create_localai
 from difystack.fakes.xinference import create_app as create_xinference
 from tests.conftest import serve_app
-from tests.fakes.real_plugins import package, plugin_envs_root, tiktoken_cache
+from tests.fakes.real_plugins import finished_daemon_task, package, plugin_envs_root, tiktoken_cache
 from tests.fakes.test_localai_contract import install as install_localai_model
 from tests.fakes.test_xinference_contract import QWEN_GGUF, fake_env, launch
 
@@ -50,14 +49,9 @@ def install(client: httpx.Client, difypkg: Path) -> str:
         headers=KEYED,
         json={"plugin_unique_identifiers": [identifier], "source": "package", "metas": [{}]},
     ).json()["data"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        task = client.get(f"/plugin/t1/management/install/tasks/{started['task_id']}", headers=KEYED).json()
-        if task["data"]["status"] in {"success", "failed"}:
-            assert task["data"]["status"] == "success", task
-            return identifier
-        time.sleep(0.2)
-    raise AssertionError("install task did not finish")
+    task = finished_daemon_task(client, started["task_id"], KEYED)
+    assert task["status"] == "success", task
+    return identifier
 
 
 def dispatch(client: httpx.Client, plugin_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -96,8 +96,8 @@ def build_package(
 
     ``provider`` is the provider declaration written to ``provider/<name>.yaml`` and listed
     in ``plugins.models``; it defaults to a minimal customizable-model provider. Such a
-    package has no runnable plugin code: the daemon decodes it but cannot start it. ``extra_files`` may add or
-    replace any member (including ``manifest.yaml``).
+    package has no runnable plugin code: the daemon decodes it but cannot start it.
+    ``extra_files`` may add or replace any member (including ``manifest.yaml``).
     """
     provider_decl = dict(provider) if provider is not None else _default_provider(author, name)
     provider_path = f"provider/{provider_decl.get('provider', name)}.yaml"
