@@ -43,11 +43,6 @@ def worker_of(stack: StackUnderTest, uid: str) -> list[str]:
     return [r["worker_address"] for row in rows for r in row.get("replica_statuses") or []]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: after `docker restart` of worker 2 the real supervisor still lists its model "
-    "as running, so the next `up` does not relaunch it (everything before the restart passes)",
-)
 def test_two_real_workers_run_the_models_pinned_to_them_and_a_restarted_worker_gets_its_own_back(
     make_stack, real_xinference
 ) -> None:
@@ -92,3 +87,7 @@ def test_two_real_workers_run_the_models_pinned_to_them_and_a_restarted_worker_g
     assert f"launch             {CHAT}" not in again.stdout, again.stdout
     assert worker_of(stack, EMBEDDING) == ["xinference-worker-2:30002"]
     assert worker_of(stack, CHAT) == ["xinference-worker-1:30001"]
+    with xinference_api(stack) as api:
+        vectors = api.post("/v1/embeddings", json={"model": EMBEDDING, "input": ["hi"]}).json()
+        assert len(vectors["data"][0]["embedding"]) == 384
+    assert_up_again_changes_nothing(stack)

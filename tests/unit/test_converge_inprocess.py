@@ -41,12 +41,14 @@ class Servers:
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
+def servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Servers]:
+    """The four fakes; parametrize indirectly with failure kinds to inject into the Xinference."""
+    xinference_failures = frozenset(getattr(request, "param", ()))
     with ExitStack() as stack:
         xinference = stack.enter_context(
             serve_app(
                 create_xinference(
-                    Behaviour(launch_latency=0.1),
+                    Behaviour(launch_latency=0.1, failures=xinference_failures),
                     {"XINFERENCE_HOME": str(tmp_path / "xh"), "XINFERENCE_AUTH_ADVANCED": "0"},
                 )
             )
@@ -206,6 +208,25 @@ def test_models_shows_the_worker_each_running_model_is_on(servers: Servers, tmp_
     workers = {row.id: row.worker for row in inventory(converger) if row.server == "xinference"}
     status = httpx.get(f"{servers.xinference}/status").json()["workers"]
     assert len(workers) == 2 and set(workers.values()) == set(status)  # the fake's one worker
+
+
+@pytest.mark.parametrize("servers", [["worker-restart-once:bge-small-en-v1.5"]], indirect=True)
+def test_a_model_its_worker_no_longer_holds_is_relaunched_and_nothing_else(
+    servers: Servers, tmp_path: Path
+) -> None:
+    first, _ = converge(servers, tmp_path)
+    assert first.ok, first.failures
+    # The worker restarted: the supervisor still lists the model, the worker does not hold it.
+    listed = {item["id"] for item in httpx.get(f"{servers.xinference}/v1/models").json()["data"]}
+    assert "bge-small-en-v1.5" in listed
+    worker = httpx.get(f"{servers.xinference}/v1/workers").json()[0]
+    assert not any(uid.startswith("bge-small-en-v1.5-rep") for uid in worker["models"])
+
+    second, _ = converge(servers, tmp_path)
+    assert second.ok, second.failures
+    assert kinds(second) == [("launch", "bge-small-en-v1.5"), ("terminate", "bge-small-en-v1.5")]
+    third, journal = converge(servers, tmp_path)
+    assert third.ok and third.actions == [] and journal.mutating == []
 
 
 def test_custom_model_is_registered_from_its_weights_then_launched(servers: Servers, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ token (``use_token``). Launches are never retried: a second POST could start a s
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,8 @@ MODEL_TYPES = ("LLM", "embedding", "rerank", "image", "audio", "video", "flexibl
 BLOCKING_LAUNCH_TIMEOUT = 3600.0
 INFERENCE_TIMEOUT = 120.0
 NOT_IN_MODEL_LIST = "not found in the model list"
+# A worker keys its models by replica uid: "<model uid>-rep<n>" (Xinference 2.x and later).
+REPLICA_SUFFIX = re.compile(r"-rep\d+$")
 KNOWN_NAMES_SHOWN = 30
 AUTH_HINTS = {
     401: "Xinference has authentication on (the default from 3.0): give difystack an API key or a token",
@@ -125,6 +128,23 @@ class XinferenceClient(HttpClient):
             return {str(item["id"]): item for item in body["data"] if isinstance(item, dict) and "id" in item}
         # very old servers answered {uid: description}
         return {str(uid): item for uid, item in body.items() if isinstance(item, dict)}
+
+    def models_held_by_workers(self) -> set[str] | None:
+        """The uids some worker really holds, asked of every worker (``GET /v1/workers``).
+
+        ``/v1/models`` is the supervisor's own record: a worker restarted under the same address
+        keeps its models listed there until it registers again, though it no longer holds them.
+        None when this server or credential cannot tell (no such endpoint, no admin scope)."""
+        operation = "list the models each xinference worker holds"
+        response = self._call(operation, "GET", "/v1/workers", ok=(200, 401, 403, 404))
+        if response.status_code != 200:
+            return None
+        held: set[str] = set()
+        for worker in json_list(response, operation):
+            models = worker.get("models") if isinstance(worker, dict) else None
+            for replica_uid in models or {}:
+                held.add(REPLICA_SUFFIX.sub("", str(replica_uid)))
+        return held
 
     def describe(self, uid: str) -> dict[str, Any] | None:
         """The model's description; None when the uid is not running; ModelLoading while it loads."""

@@ -29,7 +29,10 @@ Failure kinds understood in ``DIFYSTACK_FAKE_FAIL``:
   loading (instance ``ERROR``, uid removed, a blocking launch answers 500);
 - ``launch-once:<model_name or uid>``: only the first launch of that model crashes (a
   transient failure; the next attempt succeeds);
-- ``infer`` / ``infer:<model_uid>``: inference on that model answers 500.
+- ``infer`` / ``infer:<model_uid>``: inference on that model answers 500;
+- ``worker-restart-once:<model_name or uid>``: right after the first launch of that model its
+  worker restarts: ``/v1/models`` still lists it, ``/v1/workers`` shows the worker without it
+  (the real supervisor's record until the worker registers again).
 """
 
 from __future__ import annotations
@@ -801,6 +804,8 @@ class ModelInstance:
     loading_since: float | None = None
     failure: ApiError | None = None
     terminating: bool = False
+    # False once the worker "restarted": the supervisor still lists the model, the worker forgot it.
+    held_by_worker: bool = True
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -1218,6 +1223,7 @@ class FakeXinference:
         self._launch_slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._failed_once: set[str] = set()
+        self._restarted_once: set[str] = set()
         if self.auth is not None and not self.auth.has_account():
             self._print_setup_banner(self.auth.setup_token())
 
@@ -1534,6 +1540,7 @@ class FakeXinference:
                 )
             instance.status = Status.READY
             instance.log("INFO", f"Model {launch.model_uid} is ready")
+            instance.held_by_worker = not self._worker_restarts_after(launch)
         except ApiError as exc:
             self._launch_failed(instance, exc)
 
@@ -1544,6 +1551,13 @@ class FakeXinference:
         for target in (launch.model_name, launch.model_uid):
             if self.behaviour.fails("launch-once", target) and target not in self._failed_once:
                 self._failed_once.add(target)
+                return True
+        return False
+
+    def _worker_restarts_after(self, launch: LaunchRequest) -> bool:
+        for target in (launch.model_name, launch.model_uid):
+            if self.behaviour.fails("worker-restart-once", target) and target not in self._restarted_once:
+                self._restarted_once.add(target)
                 return True
         return False
 
@@ -1590,6 +1604,17 @@ class FakeXinference:
     async def describe_model(self, request: Request) -> Response:
         instance = self._loaded(request.path_params["model_uid"], not_found_status=400)
         return JSONResponse(describe(instance))
+
+    async def workers_info(self, _: Request) -> Response:
+        # Each worker answers with the models it holds, keyed by replica uid.
+        held = {
+            f"{instance.uid}-rep{replica}": {"model_name": instance.request.model_name}
+            for instance in self.ready_models()
+            if instance.held_by_worker
+            for replica in range(instance.request.replica)
+        }
+        workers = [{"work-ip": self.worker_address, "models": held}] if self.workers_ready() else []
+        return JSONResponse(workers)
 
     async def terminate_model(self, request: Request) -> Response:
         uid = request.path_params["model_uid"]
@@ -1963,6 +1988,7 @@ class FakeXinference:
             ("/v1/cluster/version", self.cluster_version, "GET", admin),
             ("/v1/cluster/info", self.cluster_info, "GET", admin),
             ("/v1/cluster/devices", self.cluster_devices, "GET", admin),
+            ("/v1/workers", self.workers_info, "GET", admin),
             ("/v1/admin/setup/status", self.setup_status, "GET", public),
             ("/v1/admin/setup", self.setup, "POST", public),
             ("/token", self.login, "POST", public),

@@ -21,7 +21,7 @@ class ModelRow:
     server: str
     id: str  # Xinference UID or LocalAI model name
     type: str
-    server_state: str  # running | loading | missing | installed | unreachable
+    server_state: str  # running | lost | loading | missing | installed | unreachable
     dify_model: str | None
     dify_state: str  # registered | differs | missing | unreachable | not registered
     default_for: str | None
@@ -103,7 +103,7 @@ def _xinference_state(converger: Converger, uid: str) -> str:
         return "not deployed"
     try:
         if uid in converger.xinference.running():
-            return "running"
+            return "lost" if converger.xinference.lost(uid) else "running"
         return "loading" if converger.xinference.launch_in_progress(uid) else "missing"
     except HttpError:
         return UNREACHABLE

@@ -30,10 +30,28 @@ def step_name(deployment: XinferenceDeployment) -> str:
     return f"xinference model {deployment.uid}"
 
 
-class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str, dict[str, Any]]]):
+@dataclass(frozen=True)
+class Holdings:
+    """What the supervisor lists (``running``) and what its workers hold (None: cannot tell)."""
+
+    running: dict[str, dict[str, Any]]
+    held: set[str] | None
+
+
+class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, Holdings]):
+    def _holdings(self) -> Holdings:
+        return Holdings(self.client.running_models(), self.client.models_held_by_workers())
+
     def running(self) -> dict[str, dict[str, Any]]:
         """GET /v1/models once per run; every model task reads the same snapshot."""
-        return self.snapshot(self.client.running_models)
+        return self.snapshot(self._holdings).running
+
+    def lost(self, uid: str) -> bool:
+        """Listed by the supervisor, held by no worker: its worker restarted and forgot it."""
+        held = self.snapshot(self._holdings).held
+        if held is None or uid in held or uid not in self.running():
+            return False
+        return not self.launch_in_progress(uid)
 
     # -- plan -----------------------------------------------------------------------------------
 
@@ -58,6 +76,8 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str
         target = deployment.uid
         item = self.running().get(deployment.uid)
         if item is not None:
+            if self.lost(deployment.uid):
+                return [Action("xinference", "relaunch", target, self._lost_reason(deployment.uid))]
             if deployment.matches(item):
                 return []
             return [Action("xinference", "relaunch", target, f"{item.get('model_name')} runs under this UID")]
@@ -81,10 +101,14 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str
     def converge(self, deployment: XinferenceDeployment) -> ModelOutcome:
         step = step_name(deployment)
         item = self.running().get(deployment.uid)
-        if item is not None and deployment.matches(item):
+        if item is not None and self.lost(deployment.uid):
+            self.report(step, "waiting", self._lost_reason(deployment.uid))
+            self.client.terminate(deployment.uid)
+            self.log.add(Action("xinference", "terminate", deployment.uid, "held by no worker"))
+        elif item is not None and deployment.matches(item):
             self.report(step, "ready", "already running")
             return ModelOutcome(False, item)
-        if item is not None:
+        elif item is not None:
             self.report(step, "waiting", f"replacing {item.get('model_name')} running under this UID")
             self.client.terminate(deployment.uid)
             self.log.add(Action("xinference", "terminate", deployment.uid, str(item.get("model_name"))))
@@ -145,6 +169,10 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, dict[str
                 if address and address not in addresses:
                     addresses.append(str(address))
         return addresses
+
+    def _lost_reason(self, uid: str) -> str:
+        workers = ", ".join(self.workers_of(uid)) or "its worker"
+        return f"listed as running, but {workers} no longer holds it (the worker restarted)"
 
     def _follow_launch(self, deployment: XinferenceDeployment, step: str) -> None:
         uid = deployment.uid
