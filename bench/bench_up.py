@@ -56,8 +56,8 @@ class BenchStack:
         for key, value in (extra or {}).items():
             self.config[key] = {**self.config.get(key, {}), **value}
         (self.root / "difystack.yaml").write_text(yaml.safe_dump(self.config), encoding="utf-8")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DIFYSTACK_")}
-        self.env["DIFYSTACK_HOME"] = str(self.root / "home")
+        # The user's environment as it is (DIFYSTACK_* included); only the stack's home is the bench's.
+        self.env = {**os.environ, "DIFYSTACK_HOME": str(self.root / "home")}
 
     @property
     def project(self) -> Path:

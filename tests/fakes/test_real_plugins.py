@@ -54,9 +54,11 @@ def install(client: httpx.Client, difypkg: Path) -> str:
     return identifier
 
 
-def dispatch(client: httpx.Client, plugin_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+def dispatch(
+    client: httpx.Client, plugin_id: str, data: dict[str, Any], route: str = "model/validate_model_credentials"
+) -> list[dict[str, Any]]:
     response = client.post(
-        "/plugin/t1/dispatch/model/validate_model_credentials",
+        f"/plugin/t1/dispatch/{route}",
         headers={**KEYED, "X-Plugin-ID": plugin_id},
         json={"user_id": "u1", "data": data},
         timeout=120,
@@ -144,3 +146,61 @@ def test_real_localai_plugin_counts_tokens_offline_and_adds_the_trailing_slash(
         inner = json.loads(json.loads(rejected[0]["message"])["message"])
         assert inner["error_type"] == "CredentialsValidateFailedError"
         assert "no-such-model" in inner["message"], inner
+
+
+def test_real_xinference_plugin_answers_a_chat_and_embeds_through_the_daemon(
+    tmp_path: Path, envs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's invoke routes (what an app's message and a knowledge base call) reach the server."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache()))  # the plugin counts tokens
+    xinference_app = create_xinference(Behaviour(), fake_env(tmp_path / "xinference"))
+    with (
+        serve_app(xinference_app) as xinference_url,
+        httpx.Client(base_url=xinference_url, timeout=30) as xinference,
+        serve_app(create_daemon(Behaviour(), daemon_env(tmp_path, envs_root))) as daemon_url,
+        httpx.Client(base_url=daemon_url, timeout=30) as client,
+    ):
+        assert launch(xinference, {**QWEN_GGUF, "model_uid": "qwen"}).status_code == 200
+        embedding = {"model_name": "bge-small-en-v1.5", "model_type": "embedding", "model_uid": "bge"}
+        assert launch(xinference, embedding).status_code == 200
+        install(client, package("xinference"))
+
+        chat = {
+            "provider": "xinference",
+            "model_type": "llm",
+            "model": "qwen2.5-instruct",
+            "credentials": {"server_url": xinference_url, "model_uid": "qwen"},
+            "prompt_messages": [{"role": "user", "content": "Say hello."}],
+            "model_parameters": {"max_tokens": 16},
+            "stop": [],
+            "tools": [],
+            "stream": False,
+        }
+        answered = dispatch(client, "langgenius/xinference", chat, route="llm/invoke")
+        assert all(chunk["code"] == 0 for chunk in answered), answered
+        text = "".join(chunk["data"]["delta"]["message"]["content"] or "" for chunk in answered)
+        assert text.strip(), answered
+        assert answered[-1]["data"]["delta"]["usage"]["total_tokens"] > 0
+
+        texts = {
+            "provider": "xinference",
+            "model_type": "text-embedding",
+            "model": "bge-small-en-v1.5",
+            "credentials": {"server_url": xinference_url, "model_uid": "bge"},
+            "texts": ["difystack renders compose stacks", "hello"],
+            "input_type": "document",
+        }
+        embedded = dispatch(client, "langgenius/xinference", texts, route="text_embedding/invoke")
+        assert embedded[0]["code"] == 0, embedded
+        vectors = embedded[0]["data"]["embeddings"]
+        assert len(vectors) == 2 and len(vectors[0]) == 384
+
+        journal = [str(entry) for entry in xinference.get("/_fake/requests").json()]
+        assert any("/v1/chat/completions" in entry for entry in journal), "no chat reached the server"
+        assert any("/v1/embeddings" in entry for entry in journal), "no embedding reached the server"
+
+        stopped = xinference.delete("/v1/models/qwen")
+        assert stopped.status_code == 200, stopped.text
+        refused = dispatch(client, "langgenius/xinference", chat, route="llm/invoke")
+        assert refused[-1]["code"] == -500, refused
+        assert "qwen" in refused[-1]["message"], refused

@@ -7,7 +7,8 @@ the api uses, with the daemon's own naming and envelope:
 - error: ``{"code": -400|-401|-404|-500, "message": "<json {message, error_type, args}>",
   "data": null}``, mostly with HTTP 200 like the real daemon (401 for a bad ``X-Api-Key``,
   400/404 for the dispatch pre-checks);
-- dispatch routes (``/plugin/{tenant}/dispatch/model/...``) answer as a server-sent-event
+- dispatch routes (``/plugin/{tenant}/dispatch/model/...``, ``dispatch/llm/invoke``,
+  ``dispatch/text_embedding/invoke``) answer as a server-sent-event
   stream of such envelopes (``data: {...}``), as the real daemon does.
 
 Environment (same names as the real daemon): ``SERVER_KEY`` (the api must send it as
@@ -511,6 +512,12 @@ class PluginDaemon:
     async def model_schema(self, request: Request) -> Response:
         return await self.dispatch(request, "get_ai_model_schemas")
 
+    async def invoke_llm(self, request: Request) -> Response:
+        return await self.dispatch(request, "invoke_llm")
+
+    async def invoke_text_embedding(self, request: Request) -> Response:
+        return await self.dispatch(request, "invoke_text_embedding")
+
     async def dispatch(self, request: Request, action: str) -> Response:
         """Forward the dispatch to the real plugin; each ``stream`` chunk becomes one event."""
         plugin_id = request.headers.get("X-Plugin-ID", "")
@@ -656,6 +663,11 @@ def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
             methods=["POST"],
         ),
         Route(f"{prefix}/dispatch/model/schema", keyed(daemon.model_schema), methods=["POST"]),
+        # What an app's chat message and a knowledge base's indexing and retrieval call.
+        Route(f"{prefix}/dispatch/llm/invoke", keyed(daemon.invoke_llm), methods=["POST"]),
+        Route(
+            f"{prefix}/dispatch/text_embedding/invoke", keyed(daemon.invoke_text_embedding), methods=["POST"]
+        ),
     ]
 
     readiness = Readiness(behaviour)
