@@ -55,7 +55,10 @@ def install(client: httpx.Client, difypkg: Path) -> str:
 
 
 def dispatch(
-    client: httpx.Client, plugin_id: str, data: dict[str, Any], route: str = "model/validate_model_credentials"
+    client: httpx.Client,
+    plugin_id: str,
+    data: dict[str, Any],
+    route: str = "model/validate_model_credentials",
 ) -> list[dict[str, Any]]:
     response = client.post(
         f"/plugin/t1/dispatch/{route}",
