@@ -66,12 +66,16 @@ def render(
     is_flag=True,
     help="Recreate every container even if nothing changed (volumes and models are kept).",
 )
+@click.option(
+    "--verify", "then_verify", is_flag=True, help="Then run `difystack verify`: every model through Dify."
+)
 def up(
     config_file: Path | None,
     assignments: tuple[str, ...],
     timeout: float,
     stall_timeout: float,
     force_recreate: bool,
+    then_verify: bool,
 ) -> None:
     """Render, start and wait for the whole stack (re-running converges, nothing is lost)."""
     from difystack.lifecycle import Lifecycle
@@ -83,6 +87,13 @@ def up(
         Timeouts(total=timeout, stall=min(stall_timeout, timeout)), force_recreate=force_recreate
     )
     lifecycle.print_summary(result)
+    if then_verify:
+        from difystack.commands.verify import print_rows, raise_for_failures, verify_stack
+        from difystack.endpoints import stack_endpoints
+
+        rows = verify_stack(stack, stack_endpoints(stack.config))
+        print_rows(rows, f"verify: stack {stack.name}")
+        raise_for_failures(rows)
 
 
 @cli.command()
@@ -322,8 +333,9 @@ def _standin_base(base_image: str | None) -> str:
 
 def _add_model_commands() -> None:
     from difystack.commands.models import models, plan, register
+    from difystack.commands.verify import verify
 
-    for command in (plan, models, register):
+    for command in (plan, models, register, verify):
         cli.add_command(command)
 
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from difystack.compose_runtime import ComposeProject
     from difystack.config_model import StackConfig
     from difystack.stack import Stack
+    from difystack.verify import VerifyRow
 
 OWNER_LABEL = "io.difystack.owner"
 OWNER_PID_LABEL = "io.difystack.owner-pid"
@@ -75,6 +76,7 @@ class StackHandle:
     admin_password: str
     models: dict[str, StackModel]
     _console: DifyConsole | None = field(default=None, repr=False)
+    _stack: Stack | None = field(default=None, repr=False)
 
     @property
     def dify_app_url(self) -> str:
@@ -90,6 +92,15 @@ class StackHandle:
             console.login(self.admin_email, self.admin_password)
             self._console = console
         return self._console
+
+    def verify(self) -> list[VerifyRow]:
+        """`difystack verify` on this stack: one row per registered model, through a Dify app."""
+        from difystack.commands.verify import verify_stack
+        from difystack.endpoints import stack_endpoints
+
+        if self._stack is None:
+            raise RuntimeError(f"stack {self.name}: this handle was made without its stack")
+        return verify_stack(self._stack, stack_endpoints(self._stack.config))
 
     def model(self, name: str) -> StackModel:
         try:
@@ -349,6 +360,7 @@ def make_handle(stack: Stack) -> StackHandle:
         admin_email=config.dify.admin.email,
         admin_password=values.get("admin_password", ""),
         models=models,
+        _stack=stack,
     )
 
 

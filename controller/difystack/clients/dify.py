@@ -401,6 +401,12 @@ class DifyConsole(HttpClient):
         except HttpError as exc:
             raise with_operation(exc, f"{operation} (after logging in again)") from None
 
+    def call(
+        self, operation: str, method: str, path: str, *, ok: Iterable[int] = (200,), **kwargs: Any
+    ) -> httpx.Response:
+        """A console call for another client of the same session (apps, knowledge bases)."""
+        return self._console(operation, method, path, ok=ok, **kwargs)
+
     def _public(self, operation: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.request(method, path, **kwargs)
