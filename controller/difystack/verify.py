@@ -110,9 +110,15 @@ class Verifier:
         return rows
 
     def remove_leftovers(self) -> None:
-        """Apps an interrupted earlier run could not delete."""
+        """Apps and knowledge bases an interrupted earlier run could not delete."""
         for app_id in self.apps.apps_named(THROWAWAY_PREFIX):
             self.apps.delete_app(app_id)
+        key = self.apps.create_dataset_key()
+        try:
+            for dataset_id in self.apps.datasets_named(key.token, THROWAWAY_PREFIX):
+                self.apps.delete_dataset(key.token, dataset_id)
+        finally:
+            self.apps.delete_dataset_key(key)
 
     def check(self, registration: Registration) -> VerifyRow:
         if registration.model_type == "llm":

@@ -32,7 +32,7 @@ class RecordingApps:
         self.indexing = indexing
         self.apps: dict[str, str] = {"old": f"{THROWAWAY_PREFIX}0000-xinference-old"}
         self.keys: set[str] = set()
-        self.datasets: dict[str, str] = {}
+        self.datasets: dict[str, str] = {"d0": f"{THROWAWAY_PREFIX}0000-xinference-old"}
         self.console = self
         self.texts: list[str] = []
 
@@ -59,11 +59,15 @@ class RecordingApps:
         return self.chat_result
 
     def create_dataset_key(self) -> DatasetKey:
-        self.keys.add("k1")
-        return DatasetKey("k1", "dataset-token")
+        key = DatasetKey(f"k{len(self.keys)}", "dataset-token")
+        self.keys.add(key.id)
+        return key
 
     def delete_dataset_key(self, key: DatasetKey) -> None:
         self.keys.remove(key.id)
+
+    def datasets_named(self, token: str, prefix: str) -> list[str]:
+        return [dataset_id for dataset_id, name in self.datasets.items() if name.startswith(prefix)]
 
     def create_dataset(self, token: str, name: str, provider: str, model: str) -> str:
         self.datasets["d1"] = name

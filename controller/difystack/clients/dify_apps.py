@@ -167,6 +167,12 @@ class DifyApps:
         found = self._service("retrieve from the knowledge base", "POST", path, token, json=body)
         return list(found.get("records") or [])
 
+    def datasets_named(self, token: str, prefix: str) -> list[str]:
+        """Ids of the knowledge bases whose name starts with ``prefix``."""
+        found = self._service("list knowledge bases", "GET", "/v1/datasets", token, params={"limit": 100})
+        items = [d for d in found.get("data") or [] if isinstance(d, dict)]
+        return [str(d["id"]) for d in items if str(d.get("name", "")).startswith(prefix)]
+
     def delete_dataset(self, token: str, dataset_id: str) -> None:
         path = f"/v1/datasets/{dataset_id}"
         self._service("delete the knowledge base", "DELETE", path, token, ok=(200, 204, 404))
