@@ -39,6 +39,7 @@ SERVER_SIGNS = re.compile(
 class VerifyRow:
     model: str  # provider/model (type)
     server: str  # xinference | localai
+    server_id: str  # the Xinference UID or LocalAI model name
     path: str  # what was sent through Dify
     ok: bool
     latency: float  # seconds, Dify's answer (index + retrieve for an embedding model)
@@ -126,7 +127,14 @@ class Verifier:
         if registration.model_type == "text-embedding":
             return self._measured(registration, "knowledge base → index + retrieve", self._embed)
         return VerifyRow(
-            registration.key, registration.provider, "-", True, 0.0, None, "not checked (no app path)"
+            registration.key,
+            registration.provider,
+            registration.server_id,
+            "-",
+            True,
+            0.0,
+            None,
+            "not checked (no app path)",
         )
 
     def _measured(
@@ -140,6 +148,7 @@ class Verifier:
             return VerifyRow(
                 registration.key,
                 registration.provider,
+                registration.server_id,
                 path,
                 False,
                 elapsed,
@@ -148,7 +157,14 @@ class Verifier:
                 failing_hop(exc),
             )
         return VerifyRow(
-            registration.key, registration.provider, path, True, time.monotonic() - started, tokens, detail
+            registration.key,
+            registration.provider,
+            registration.server_id,
+            path,
+            True,
+            time.monotonic() - started,
+            tokens,
+            detail,
         )
 
     def _name(self, registration: Registration) -> str:
