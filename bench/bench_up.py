@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,16 +27,11 @@ from typing import Any
 import httpx
 import yaml
 
+from difystack.preflight import free_port
 from difystack.standins import StandinBuilder, with_env
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 JOURNAL = "/_fake/requests"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class BenchStack:

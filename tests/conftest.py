@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 import uvicorn
 
 from difystack import settings
+from difystack.preflight import free_port
 
 pytest_plugins = ["pytester"]
 
@@ -73,12 +73,6 @@ def exported_settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
 def user_env(**overrides: str | Path) -> dict[str, str]:
     """The environment a command gets: the user's own, plus what this test sets."""
     return {**os.environ, **{name: str(value) for name, value in overrides.items()}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

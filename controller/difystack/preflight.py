@@ -46,6 +46,13 @@ def port_is_free(address: str, port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def suggest_free_port(address: str, start: int, taken: set[int], probe: PortProbe) -> int | None:
     for candidate in range(max(start + 1, 1024), min(start + 200, 65535)):
         if candidate not in taken and probe(address, candidate):

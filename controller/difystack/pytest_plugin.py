@@ -232,11 +232,13 @@ class StackSession:
         if self.reuse:
             overrides["labels"] = {OWNER_LABEL: "pytest-reuse"}
         else:
+            from difystack.preflight import free_port
+
             overrides.update(
                 name=f"pytest{random.token_hex(4)}",
-                dify={"port": _free_port()},
-                xinference={"port": _free_port()},
-                localai={"port": _free_port()},
+                dify={"port": free_port()},
+                xinference={"port": free_port()},
+                localai={"port": free_port()},
             )
         if _option(self.config, "fake_models"):
             from difystack.standins import DEFAULT_BASE_IMAGE, StandinBuilder
@@ -439,12 +441,6 @@ def remove_project(project: str) -> None:
         ids = listed.stdout.split()
         if ids:
             subprocess.run(["docker", kind, *remove, *ids], capture_output=True, check=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _shared_dir(config: pytest.Config, factory: pytest.TempPathFactory) -> Path:

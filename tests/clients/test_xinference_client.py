@@ -73,13 +73,12 @@ def test_launch_without_waiting_then_describe_goes_from_503_to_ready_and_embeds(
 ) -> None:
     recorder = RequestRecorder(client)
     body = {"model_uid": "emb-1", "model_name": "bge-small-en-v1.5", "model_type": "embedding"}
-    started = time.monotonic()
     assert client.launch(body, wait_ready=False) == "emb-1"
-    assert time.monotonic() - started < LAUNCH_LATENCY  # returned before the model loaded
     launch = recorder.last("POST", "/v1/models")
     assert launch.query == {"wait_ready": "false"}
     assert launch.json == body
 
+    # Returned before the model loaded: it is still loading.
     with pytest.raises(ModelLoading) as loading:
         client.describe("emb-1")
     assert loading.value.status == 503
