@@ -5,22 +5,15 @@ The docker tier proves the same on the real compose network; this tier gives fas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from difystack.clients.http import CallJournal
 from difystack.clients.results import Completion
 from difystack.config_loader import load_config
 from difystack.endpoints import Endpoints, ServerEndpoint
 from difystack.fakes.behaviour import Behaviour
-from difystack.fakes.dify_api import create_app as create_api
-from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
-from difystack.fakes.localai import create_app as create_localai
 from difystack.fakes.xinference import create_app as create_xinference
 from difystack.reconcile.converge import Converger, ConvergeResult
 from difystack.reconcile.desired import desired_state
@@ -29,91 +22,7 @@ from difystack.reconcile.report import StepFailed
 from difystack.reconcile.wiring import build_converger
 from difystack.reconcile.xinference_part import XinferencePart
 from difystack.secrets_store import SecretsStore
-from tests.conftest import serve_app
-from tests.fakes.real_plugins import real_plugins_env
-
-
-@dataclass
-class Servers:
-    dify: str
-    xinference: str
-    localai: str
-
-
-@pytest.fixture
-def servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Servers]:
-    """The four fakes; parametrize indirectly with failure kinds to inject into the Xinference."""
-    xinference_failures = frozenset(getattr(request, "param", ()))
-    with ExitStack() as stack:
-        xinference = stack.enter_context(
-            serve_app(
-                create_xinference(
-                    Behaviour(launch_latency=0.1, failures=xinference_failures),
-                    {"XINFERENCE_HOME": str(tmp_path / "xh"), "XINFERENCE_AUTH_ADVANCED": "0"},
-                )
-            )
-        )
-        localai = stack.enter_context(
-            serve_app(
-                create_localai(Behaviour(launch_latency=0.1), {"MODELS_PATH": str(tmp_path / "models")})
-            )
-        )
-        daemon = stack.enter_context(
-            serve_app(
-                create_daemon(
-                    Behaviour(),
-                    {
-                        "SERVER_KEY": "k",
-                        "PLUGIN_STORAGE_LOCAL_ROOT": str(tmp_path / "daemon"),
-                        **real_plugins_env(),
-                    },
-                )
-            )
-        )
-        dify = stack.enter_context(
-            serve_app(
-                create_api(
-                    Behaviour(),
-                    {
-                        "SECRET_KEY": "s",
-                        "PLUGIN_DAEMON_URL": daemon,
-                        "PLUGIN_DAEMON_KEY": "k",
-                        "DIFYSTACK_FAKE_STATE_DIR": str(tmp_path / "api"),
-                        "INIT_PASSWORD": "init-Passw0rd",
-                        **real_plugins_env(),
-                    },
-                )
-            )
-        )
-        yield Servers(dify, xinference, localai)
-
-
-def converge(
-    servers: Servers, tmp_path: Path, assignments: list[str] = ()
-) -> tuple[ConvergeResult, CallJournal]:
-    config = load_config(
-        env={},
-        assignments=[
-            f"xinference.external.url={servers.xinference}",
-            f"localai.external.url={servers.localai}",
-            *assignments,
-        ],
-    )
-    endpoints = Endpoints(
-        servers.dify,
-        ServerEndpoint(servers.xinference, servers.xinference, external=True),
-        ServerEndpoint(servers.localai, servers.localai, external=True),
-    )
-    secrets = SecretsStore(tmp_path / "state" / "secrets.yaml")
-    secrets.ensure()
-    secrets.set("init_password", "init-Passw0rd")
-    journal = CallJournal()
-    converger, save = build_converger(
-        config, endpoints, secrets, tmp_path / "state", tmp_path, journal=journal
-    )
-    result = converger.run()
-    save()
-    return result, journal
+from tests.conftest import Servers, converge, serve_app
 
 
 def kinds(result: ConvergeResult) -> list[tuple[str, str]]:

@@ -4,8 +4,9 @@ Implements the console API a bootstrap script drives (reference notes
 /work/shared/reference/dify-console-api.md): ``/health``, ping, setup/init, system
 features, login/logout/refresh with the version's session scheme, the plugin endpoints (which
 forward to the plugin daemon over HTTP, like the real api) and the model-provider endpoints
-(:mod:`difystack.fakes.dify_api_models`). Errors use Dify's ``{"code", "message", "status"}``
-shape and every response carries ``X-Version``.
+(:mod:`difystack.fakes.dify_api_models`), and the apps and knowledge bases ``difystack verify``
+drives, console and service API (:mod:`difystack.fakes.dify_api_apps`). Errors use Dify's
+``{"code", "message", "status"}`` shape and every response carries ``X-Version``.
 
 Environment (names of the real api container): ``SECRET_KEY``, ``INIT_PASSWORD``,
 ``ACCESS_TOKEN_EXPIRE_MINUTES``, ``REFRESH_TOKEN_EXPIRE_DAYS``, ``CONSOLE_API_URL`` /
@@ -42,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.common import JournalMiddleware, RequestJournal, json_body
+from difystack.fakes.dify_api_apps import AppsAndDatasets
 from difystack.fakes.dify_api_core import (
     ALREADY_SETUP,
     AUTHENTICATION_FAILED,
@@ -89,6 +91,7 @@ class DifyApi:
         self.daemon = PluginDaemonClient(config.plugin_daemon_url, config.plugin_daemon_key)
         self.models = ModelProviders(config, self.state, self.daemon)
         self.marketplace = Marketplace(config.marketplace_packages)
+        self.apps = AppsAndDatasets(self.state, self.daemon, self.models)
 
     # --- request wrappers ---------------------------------------------------------------
 
@@ -557,6 +560,7 @@ class DifyApi:
             Route(f"{plugin}/tasks/{{task_id}}/delete", console(self.delete_install_task), methods=["POST"]),
             Route(f"{plugin}/uninstall", console(self.uninstall), methods=["POST"]),
             *self.models.routes(console),
+            *self.apps.routes(console),
         ]
 
 

@@ -284,6 +284,11 @@ class ApiState:
     provider_models: list[dict[str, Any]] = field(default_factory=list)
     model_settings: list[dict[str, Any]] = field(default_factory=list)
     default_models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    apps: list[dict[str, Any]] = field(default_factory=list)
+    api_tokens: list[dict[str, Any]] = field(default_factory=list)
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     PERSISTED = (
         "setup",
@@ -295,6 +300,11 @@ class ApiState:
         "provider_models",
         "model_settings",
         "default_models",
+        "apps",
+        "api_tokens",
+        "datasets",
+        "documents",
+        "segments",
     )
 
     @classmethod
@@ -434,6 +444,23 @@ class PluginDaemonClient:
                 raise _failure(envelope)
             return envelope.get("data")
         raise PluginDaemonFailure("PluginDaemonInnerError", "got empty data from plugin daemon", -500)
+
+    async def dispatch_stream(self, path: str, plugin_id: str, payload: Mapping[str, Any]) -> list[Any]:
+        """Every chunk of a streamed dispatch (an LLM's answer); a failed chunk raises."""
+        headers = {"X-Plugin-ID": plugin_id}
+        response = await self._send("POST", path, json=dict(payload), headers=headers)
+        chunks = []
+        for line in response.text.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            envelope = json.loads(line[5:].strip() if line.startswith("data:") else line)
+            if envelope.get("code") != 0:
+                raise _failure(envelope)
+            chunks.append(envelope.get("data"))
+        if not chunks:
+            raise PluginDaemonFailure("PluginDaemonInnerError", "got empty data from plugin daemon", -500)
+        return chunks
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"X-Api-Key": self.key, **kwargs.pop("headers", {})}
