@@ -59,6 +59,8 @@ def failing_hop(exc: Exception) -> str:
         message = exc.server_message
     else:
         message = str(exc)
+    if isinstance(exc, HttpError) and isinstance(exc.body, dict) and exc.body.get("code") == "invalid_param":
+        return "Dify api"  # Dify refused the request itself
     if DAEMON_SIGNS.search(message):
         return "plugin daemon"
     if SERVER_SIGNS.search(message):
@@ -100,6 +102,7 @@ class Verifier:
         self.on_row = on_row
         self.indexing_timeout = indexing_timeout
         self.run_id = secrets.token_hex(4)
+        self.made = 0
 
     def run(self, registrations: list[Registration]) -> list[VerifyRow]:
         self.remove_leftovers()
@@ -168,7 +171,9 @@ class Verifier:
         )
 
     def _name(self, registration: Registration) -> str:
-        return f"{THROWAWAY_PREFIX}{self.run_id}-{registration.provider}-{registration.model}"
+        # Dify caps knowledge-base names at 40 characters: the model is in the row, not the name.
+        self.made += 1
+        return f"{THROWAWAY_PREFIX}{self.run_id}-{self.made}"
 
     def _chat(self, registration: Registration) -> tuple[str, int | None]:
         provider = self.apps.console.provider_id(registration.provider)
