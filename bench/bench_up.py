@@ -251,10 +251,9 @@ def bench_c(root: Path, images: dict[str, str], latency: float, count: int) -> d
 SHARED_PACKAGES = Path(__file__).resolve().parents[2] / "shared" / "upstream" / "dify-official-plugins"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def standin_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every stand-in benchmark takes: the base image and the plugin packages."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--base-image", default=os.environ.get("DIFYSTACK_STANDIN_BASE", "difystack/offline-base:bookworm")
     )
@@ -264,14 +263,24 @@ def main() -> int:
         default=Path(os.environ.get("DIFYSTACK_PLUGIN_PACKAGES") or SHARED_PACKAGES),
         help="the .difypkg files the plugin-daemon stand-in runs",
     )
-    parser.add_argument("--latency", type=float, default=5.0, help="model launch latency for (a) and (b)")
-    args = parser.parse_args()
-    images = StandinBuilder(progress=lambda m: print(f"  {m}", file=sys.stderr)).build(
+    return parser
+
+
+def build_standins(args: argparse.Namespace) -> dict[str, str]:
+    """The stand-in images (built, or reused while their inputs hold)."""
+    return StandinBuilder(progress=lambda m: print(f"  {m}", file=sys.stderr)).build(
         args.base_image,
         infra=True,
         plugin_packages=args.plugin_packages,
         plugin_base=os.environ.get("DIFYSTACK_STANDIN_PLUGIN_BASE", "difystack/offline-base-plugins:trixie"),
     )
+
+
+def main() -> int:
+    parser = standin_parser(__doc__)
+    parser.add_argument("--latency", type=float, default=5.0, help="model launch latency for (a) and (b)")
+    args = parser.parse_args()
+    images = build_standins(args)
     root = Path(tempfile.mkdtemp(prefix="difystack-bench-"))
     try:
         ab = bench_a_and_b(root, images, args.latency)

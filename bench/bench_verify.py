@@ -9,9 +9,7 @@ Usage: python bench/bench_verify.py [--base-image IMAGE] [--plugin-packages DIR]
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -21,9 +19,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_up import SHARED_PACKAGES, BenchStack
-
-from difystack.standins import StandinBuilder
+from bench_up import BenchStack, build_standins, standin_parser
 
 
 def server_answer_time(stack: BenchStack, server: str, model_type: str, model_id: str) -> float:
@@ -44,24 +40,8 @@ def server_answer_time(stack: BenchStack, server: str, model_type: str, model_id
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--base-image", default=os.environ.get("DIFYSTACK_STANDIN_BASE", "difystack/offline-base:bookworm")
-    )
-    parser.add_argument(
-        "--plugin-packages",
-        type=Path,
-        default=Path(os.environ.get("DIFYSTACK_PLUGIN_PACKAGES") or SHARED_PACKAGES),
-    )
-    args = parser.parse_args()
-    images = StandinBuilder(progress=lambda m: print(f"  {m}", file=sys.stderr)).build(
-        args.base_image,
-        infra=True,
-        plugin_packages=args.plugin_packages,
-        plugin_base=os.environ.get("DIFYSTACK_STANDIN_PLUGIN_BASE", "difystack/offline-base-plugins:trixie"),
-    )
+    args = standin_parser(__doc__).parse_args()
+    images = build_standins(args)
     root = Path(tempfile.mkdtemp(prefix="difystack-bench-"))
     stack = BenchStack(root, images)
     try:

@@ -56,6 +56,17 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def create_dataset(dify: httpx.Client, token: str, name: str, provider: str) -> httpx.Response:
+    """A high-quality knowledge base embedded with the Xinference fake's bge-small-en-v1.5."""
+    body = {
+        "name": name,
+        "indexing_technique": "high_quality",
+        "embedding_model": "bge-small-en-v1.5",
+        "embedding_model_provider": provider,
+    }
+    return dify.post("/v1/datasets", headers=bearer(token), json=body)
+
+
 def error_of(response: httpx.Response, status: int, code: str) -> str:
     assert response.status_code == status, response.text
     body = response.json()
@@ -182,16 +193,7 @@ def test_a_knowledge_base_indexes_a_document_and_retrieves_it_then_is_deleted(
     key = created.json()
     assert key["type"] == "dataset" and key["token"].startswith("dataset-")
     token = key["token"]
-    dataset = dify.post(
-        "/v1/datasets",
-        headers=bearer(token),
-        json={
-            "name": "difystack-verify-kb",
-            "indexing_technique": "high_quality",
-            "embedding_model": "bge-small-en-v1.5",
-            "embedding_model_provider": "langgenius/xinference/xinference",
-        },
-    )
+    dataset = create_dataset(dify, token, "difystack-verify-kb", "langgenius/xinference/xinference")
     assert dataset.status_code == 200, dataset.text
     dataset_id = dataset.json()["id"]
     text = "Difystack renders compose stacks.\n\nThe octopus has three hearts and blue blood."
@@ -237,16 +239,7 @@ def test_a_document_whose_embedding_fails_ends_in_error_with_the_plugins_message
     dify: httpx.Client, servers: Servers
 ) -> None:
     token = dify.post(f"{CONSOLE}/datasets/api-keys").json()["token"]
-    dataset_id = dify.post(
-        "/v1/datasets",
-        headers=bearer(token),
-        json={
-            "name": "kb",
-            "indexing_technique": "high_quality",
-            "embedding_model": "bge-small-en-v1.5",
-            "embedding_model_provider": "xinference",
-        },
-    ).json()["id"]
+    dataset_id = create_dataset(dify, token, "kb", "xinference").json()["id"]
     assert httpx.delete(f"{servers.xinference}/v1/models/bge-small-en-v1.5").status_code == 200
     document = dify.post(
         f"/v1/datasets/{dataset_id}/document/create-by-text",

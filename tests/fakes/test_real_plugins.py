@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,21 @@ def install(client: httpx.Client, difypkg: Path) -> str:
     return identifier
 
 
+@contextmanager
+def xinference_and_daemon(
+    tmp_path: Path, envs_root: Path
+) -> Iterator[tuple[str, httpx.Client, httpx.Client]]:
+    """The Xinference fake (its URL and a client) and the daemon stand-in (a client), served."""
+    xinference_app = create_xinference(Behaviour(), fake_env(tmp_path / "xinference"))
+    with (
+        serve_app(xinference_app) as xinference_url,
+        httpx.Client(base_url=xinference_url, timeout=30) as xinference,
+        serve_app(create_daemon(Behaviour(), daemon_env(tmp_path, envs_root))) as daemon_url,
+        httpx.Client(base_url=daemon_url, timeout=30) as client,
+    ):
+        yield xinference_url, xinference, client
+
+
 def dispatch(
     client: httpx.Client,
     plugin_id: str,
@@ -71,13 +88,7 @@ def dispatch(
 
 
 def test_real_xinference_plugin_validates_and_enriches_and_rejects(tmp_path: Path, envs_root: Path) -> None:
-    xinference_app = create_xinference(Behaviour(), fake_env(tmp_path / "xinference"))
-    with (
-        serve_app(xinference_app) as xinference_url,
-        httpx.Client(base_url=xinference_url, timeout=30) as xinference,
-        serve_app(create_daemon(Behaviour(), daemon_env(tmp_path, envs_root))) as daemon_url,
-        httpx.Client(base_url=daemon_url, timeout=30) as client,
-    ):
+    with xinference_and_daemon(tmp_path, envs_root) as (xinference_url, xinference, client):
         assert launch(xinference, {**QWEN_GGUF, "model_uid": "qwen"}).status_code == 200
         install(client, package("xinference"))
         accepted = dispatch(
@@ -156,13 +167,7 @@ def test_real_xinference_plugin_answers_a_chat_and_embeds_through_the_daemon(
 ) -> None:
     """The daemon's invoke routes (what an app's message and a knowledge base call) reach the server."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache()))  # the plugin counts tokens
-    xinference_app = create_xinference(Behaviour(), fake_env(tmp_path / "xinference"))
-    with (
-        serve_app(xinference_app) as xinference_url,
-        httpx.Client(base_url=xinference_url, timeout=30) as xinference,
-        serve_app(create_daemon(Behaviour(), daemon_env(tmp_path, envs_root))) as daemon_url,
-        httpx.Client(base_url=daemon_url, timeout=30) as client,
-    ):
+    with xinference_and_daemon(tmp_path, envs_root) as (xinference_url, xinference, client):
         assert launch(xinference, {**QWEN_GGUF, "model_uid": "qwen"}).status_code == 200
         embedding = {"model_name": "bge-small-en-v1.5", "model_type": "embedding", "model_uid": "bge"}
         assert launch(xinference, embedding).status_code == 200

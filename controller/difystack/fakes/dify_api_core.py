@@ -14,7 +14,7 @@ import secrets
 import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -401,6 +401,22 @@ class PluginDaemonFailure(Exception):
             return "PluginInvokeError", self.message
 
 
+def _empty_stream() -> PluginDaemonFailure:
+    return PluginDaemonFailure("PluginDaemonInnerError", "got empty data from plugin daemon", -500)
+
+
+def _stream_data(response: httpx.Response) -> Iterator[Any]:
+    """The data of each ``data: {envelope}`` line of a daemon stream, in order; a failed one raises."""
+    for line in response.text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        envelope = json.loads(line[5:].strip() if line.startswith("data:") else line)
+        if envelope.get("code") != 0:
+            raise _failure(envelope)
+        yield envelope.get("data")
+
+
 def _failure(envelope: Mapping[str, Any]) -> PluginDaemonFailure:
     message = str(envelope.get("message", ""))
     try:
@@ -433,33 +449,17 @@ class PluginDaemonClient:
 
     async def dispatch(self, path: str, plugin_id: str, payload: Mapping[str, Any]) -> Any:
         """A dispatch call; the daemon streams ``data: {envelope}`` lines, the first one counts."""
-        headers = {"X-Plugin-ID": plugin_id}
-        response = await self._send("POST", path, json=dict(payload), headers=headers)
-        for line in response.text.splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            envelope = json.loads(line[5:].strip() if line.startswith("data:") else line)
-            if envelope.get("code") != 0:
-                raise _failure(envelope)
-            return envelope.get("data")
-        raise PluginDaemonFailure("PluginDaemonInnerError", "got empty data from plugin daemon", -500)
+        response = await self._send("POST", path, json=dict(payload), headers={"X-Plugin-ID": plugin_id})
+        for data in _stream_data(response):
+            return data
+        raise _empty_stream()
 
     async def dispatch_stream(self, path: str, plugin_id: str, payload: Mapping[str, Any]) -> list[Any]:
         """Every chunk of a streamed dispatch (an LLM's answer); a failed chunk raises."""
-        headers = {"X-Plugin-ID": plugin_id}
-        response = await self._send("POST", path, json=dict(payload), headers=headers)
-        chunks = []
-        for line in response.text.splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            envelope = json.loads(line[5:].strip() if line.startswith("data:") else line)
-            if envelope.get("code") != 0:
-                raise _failure(envelope)
-            chunks.append(envelope.get("data"))
+        response = await self._send("POST", path, json=dict(payload), headers={"X-Plugin-ID": plugin_id})
+        chunks = list(_stream_data(response))
         if not chunks:
-            raise PluginDaemonFailure("PluginDaemonInnerError", "got empty data from plugin daemon", -500)
+            raise _empty_stream()
         return chunks
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
