@@ -31,8 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The relay between the daemon and the plugin: its child inherits the pipes.
-RELAY = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+# The relay between the daemon (whose pid is its first argument) and the plugin: its child
+# inherits the pipes. When the daemon goes away without stop() (a test process that ends, a
+# killed fake), the plugin would live on with its stdin closed, which the SDK answers by
+# spinning: the relay then ends its whole process group.
+RELAY = """
+import os, signal, subprocess, sys, threading, time
+parent = int(sys.argv[1])
+child = subprocess.Popen(sys.argv[2:])
+def end_group_when_orphaned():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.killpg(0, signal.SIGKILL)
+threading.Thread(target=end_group_when_orphaned, daemon=True).start()
+sys.exit(child.wait())
+"""
 HEARTBEAT_TIMEOUT = 60.0
 MAX_LINE = 64 * 1024 * 1024
 # A uv.lock package taken from a registry (the project itself has a virtual/editable source).
@@ -119,6 +132,7 @@ class PluginProcess:
             self.python,
             "-c",
             RELAY,
+            str(os.getpid()),
             self.python,
             "-m",
             "main",
