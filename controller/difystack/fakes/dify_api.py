@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
-from difystack.fakes.common import JournalMiddleware, RequestJournal, json_body
+from difystack.fakes.common_old import JournalMiddleware, RequestJournal, json_body
 from difystack.fakes.dify_api_apps import AppsAndDatasets
 from difystack.fakes.dify_api_core import (
     ALREADY_SETUP,

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from difystack.fakes.common import json_body
+from difystack.fakes.common_old import json_body
 from difystack.fakes.dify_api_core import (
     ApiState,
     DifyError,

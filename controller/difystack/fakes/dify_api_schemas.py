@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from difystack.fakes.common import json_body
+from difystack.fakes.common_old import json_body
 from difystack.fakes.dify_api_core import DifyError, invalid_param
 
 HIDDEN_VALUE = "[__HIDDEN__]"

@@ -58,7 +58,7 @@ from difystack import settings
 from difystack.config_model import version_tuple
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
-from difystack.fakes.common import JOURNAL_PATHS, JournalMiddleware, RequestJournal, json_body
+from difystack.fakes.common_old import JOURNAL_PATHS, JournalMiddleware, RequestJournal, json_body
 from difystack.fakes.plugin_process import PluginFailure, PluginProcess, PluginStartError, env_python, unpack
 
 DEFAULT_SERVER_KEY = "lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi"

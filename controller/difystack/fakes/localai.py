@@ -63,7 +63,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from difystack.fakes.behaviour import Behaviour
-from difystack.fakes.common import JOURNAL_PATH, JournalMiddleware, RequestJournal, json_body
+from difystack.fakes.common_old import JOURNAL_PATH, JournalMiddleware, RequestJournal, json_body
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from difystack import settings
 from difystack.fakes.behaviour import Behaviour
-from difystack.fakes.common import JournalMiddleware, RequestJournal
+from difystack.fakes.common_old import JournalMiddleware, RequestJournal
 
 
 def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
