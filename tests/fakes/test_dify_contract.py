@@ -30,7 +30,7 @@ from starlette.routing import Route
 from difystack import settings
 from difystack.fakes import difypkg
 from difystack.fakes.behaviour import Behaviour
-from difystack.fakes.common import JournalMiddleware, RequestJournal
+from difystack.fakes.common.journal import JournalMiddleware, RequestJournal
 from difystack.fakes.dify_api import create_app as create_api
 from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
 from tests.conftest import free_port, serve_app

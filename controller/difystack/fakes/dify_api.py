@@ -68,7 +68,7 @@ from difystack.fakes.dify_api_core import (
     sign_session,
 )
 from difystack.fakes.dify_api_models import ModelProviders
-from difystack.fakes.dify_plugin_daemon import Readiness, ReadinessGate
+from difystack.fakes.common.readiness import Readiness, ReadinessGate
 from difystack.fakes.marketplace import Marketplace
 
 CONSOLE = "/console/api"
