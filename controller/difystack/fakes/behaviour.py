@@ -52,4 +52,3 @@ class Behaviour:
             launch_latency=seconds(env, ENV_LAUNCH_LATENCY),
             failures=failures,
         )
-

@@ -42,12 +42,28 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def message_tokens(messages: list[Any], per_message: int = 0) -> int:
+    """The tokens of an OpenAI ``messages`` list, ``per_message`` added for each message."""
+    return sum(
+        count_tokens(content_text(m.get("content"))) + per_message for m in messages if isinstance(m, dict)
+    )
+
+
 def last_user_text(messages: Any) -> str:
     """The text of the last ``user`` message of an OpenAI ``messages`` list."""
     if not isinstance(messages, list):
         return ""
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     return content_text(users[-1].get("content")) if users else ""
+
+
+def usage_block(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """The ``usage`` block of an OpenAI-shaped answer."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def reply_words(text: str, max_tokens: Any) -> tuple[list[str], str]:

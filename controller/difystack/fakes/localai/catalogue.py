@@ -61,39 +61,19 @@ DEFAULT_EMBEDDING_DIMENSIONS = 384
 GALLERY_FILE_URL = "github:mudler/LocalAI/gallery/{}.yaml@master"
 RAW_GALLERY_FILE_URL = "https://raw.githubusercontent.com/mudler/LocalAI/master/gallery/{}.yaml"
 
-_QWEN3_BASE_CONFIG = """\
-backend: llama-cpp
-context_size: 8192
-f16: true
-mmap: true
-template:
-  use_tokenizer_template: true
-options:
-- use_jinja:true
-stopwords:
-- <|im_end|>
-- <|endoftext|>
-known_usecases:
-- chat
-- completion
-"""
 
-_LLAMA32_BASE_CONFIG = """\
-backend: llama-cpp
-context_size: 8192
-f16: true
-mmap: true
-template:
-  use_tokenizer_template: true
-options:
-- use_jinja:true
-stopwords:
-- <|eot_id|>
-- <|end_of_text|>
-known_usecases:
-- chat
-- completion
-"""
+def _llama_cpp_chat_config(*stopwords: str) -> str:
+    """The ``config_file`` of a gallery base file for a llama.cpp chat model."""
+    return (
+        "backend: llama-cpp\ncontext_size: 8192\nf16: true\nmmap: true\n"
+        "template:\n  use_tokenizer_template: true\noptions:\n- use_jinja:true\nstopwords:\n"
+        + "".join(f"- {word}\n" for word in stopwords)
+        + "known_usecases:\n- chat\n- completion\n"
+    )
+
+
+_QWEN3_BASE_CONFIG = _llama_cpp_chat_config("<|im_end|>", "<|endoftext|>")
+_LLAMA32_BASE_CONFIG = _llama_cpp_chat_config("<|eot_id|>", "<|end_of_text|>")
 
 # Gallery-format files (name/description/config_file/files) a gallery entry's ``url`` points at.
 GALLERY_BASE_FILES: dict[str, dict[str, Any]] = {

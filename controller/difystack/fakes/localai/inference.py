@@ -15,19 +15,21 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from difystack.fakes.common import inference as shared
 from difystack.fakes.common.http import json_object
-from difystack.fakes.common.inference import (
-    content_text,
-    count_tokens,
-    embed,
-    last_user_text,
-    relevance,
-    reply_words,
-)
 from difystack.fakes.common.streaming import chat_stream, event_stream
 from difystack.fakes.localai.errors import BAD_JSON_BODY, LocalAIError, model_not_found
 from difystack.fakes.localai.model_configs import ModelConfig, missing_weights
 from difystack.fakes.localai.state import LocalAIState
+
+# What the backend answers when a model is asked for what its configuration does not load.
+REFUSALS = {
+    "embeddings": "rpc error: code = Unknown desc = embeddings are not enabled for model {model} "
+    '(set "embeddings: true" in its configuration)',
+    "rerank": "rpc error: code = Unknown desc = reranking is not enabled for model {model}",
+    "chat": "rpc error: code = Unimplemented desc = model {model} is loaded for embeddings/reranking "
+    "and cannot generate text",
+}
 
 
 def compose_reply(model_name: str, prompt: str) -> str:
@@ -52,14 +54,6 @@ def text_inputs(raw: Any) -> list[str]:
 
 def encode_base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-def usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
 
 
 class InferenceHandlers:
@@ -97,24 +91,19 @@ class InferenceHandlers:
         if body is None:
             raise LocalAIError(400, BAD_JSON_BODY)
         config = self.resolve(body, usecase)
-        if usecase in ("chat", "completion") and not config.can_generate():
-            raise LocalAIError(
-                500,
-                f"rpc error: code = Unimplemented desc = model {json.dumps(config.name)} "
-                "is loaded for embeddings/reranking and cannot generate text",
-            )
+        if not config.serves(usecase):
+            refusal = REFUSALS.get(usecase, REFUSALS["chat"])
+            raise LocalAIError(500, refusal.format(model=json.dumps(config.name)))
         return body, config
 
     async def chat_completions(self, request: Request) -> Response:
         body, config = await self._inference_request(request, "chat")
         messages = body.get("messages") if isinstance(body.get("messages"), list) else []
-        prompt_tokens = sum(
-            count_tokens(content_text(m.get("content"))) for m in messages if isinstance(m, dict)
+        prompt_tokens = shared.message_tokens(messages)
+        words, finish_reason = shared.reply_words(
+            compose_reply(config.name, shared.last_user_text(messages)), body.get("max_tokens")
         )
-        words, finish_reason = reply_words(
-            compose_reply(config.name, last_user_text(messages)), body.get("max_tokens")
-        )
-        usage = usage_of(prompt_tokens, len(words))
+        usage = shared.usage_block(prompt_tokens, len(words))
         completion_id = str(uuid.uuid4())
         if body.get("stream"):
             return event_stream(self._chat_chunks(completion_id, config.name, words, finish_reason, usage))
@@ -154,9 +143,11 @@ class InferenceHandlers:
         choices = []
         prompt_tokens = completion_tokens = 0
         for index, prompt in enumerate(text_inputs(body.get("prompt")) or [""]):
-            words, finish_reason = reply_words(compose_reply(config.name, prompt), body.get("max_tokens"))
+            words, finish_reason = shared.reply_words(
+                compose_reply(config.name, prompt), body.get("max_tokens")
+            )
             choices.append({"index": index, "finish_reason": finish_reason, "text": " ".join(words)})
-            prompt_tokens += count_tokens(prompt)
+            prompt_tokens += shared.count_tokens(prompt)
             completion_tokens += len(words)
         return JSONResponse(
             {
@@ -165,48 +156,36 @@ class InferenceHandlers:
                 "id": str(uuid.uuid4()),
                 "model": config.name,
                 "choices": choices,
-                "usage": usage_of(prompt_tokens, completion_tokens),
+                "usage": shared.usage_block(prompt_tokens, completion_tokens),
             }
         )
 
     async def embeddings(self, request: Request) -> Response:
         body, config = await self._inference_request(request, "embeddings")
-        if not config.can_embed():
-            raise LocalAIError(
-                500,
-                "rpc error: code = Unknown desc = embeddings are not enabled for model "
-                f'{json.dumps(config.name)} (set "embeddings: true" in its configuration)',
-            )
         dimensions = config.embedding_dimensions()
         as_base64 = body.get("encoding_format") == "base64"
         texts = text_inputs(body.get("input"))
         data = []
         for index, text in enumerate(texts):
-            vector = embed(config.model_reference or config.name, text, dimensions)
+            vector = shared.embed(config.model_reference or config.name, text, dimensions)
             embedding = encode_base64(vector) if as_base64 else vector
             data.append({"embedding": embedding, "index": index, "object": "embedding"})
-        tokens = sum(count_tokens(text) for text in texts)
+        tokens = sum(shared.count_tokens(text) for text in texts)
         response: dict[str, Any] = {"created": int(time.time()), "object": "list", "id": str(uuid.uuid4())}
         response["model"] = config.name
         if data:  # Go's omitempty drops an empty data list
             response["data"] = data
-        response["usage"] = usage_of(tokens, 0)
+        response["usage"] = shared.usage_block(tokens, 0)
         return JSONResponse(response)
 
     async def rerank(self, request: Request) -> Response:
         body, config = await self._inference_request(request, "rerank")
-        if not config.can_rerank():
-            raise LocalAIError(
-                500,
-                "rpc error: code = Unknown desc = reranking is not enabled for model "
-                f"{json.dumps(config.name)}",
-            )
         query = str(body.get("query") or "")
         documents = [str(document) for document in body.get("documents") or []]
         model = config.model_reference or config.name
         scored = sorted(
             (
-                {"index": i, "document": {"text": d}, "relevance_score": relevance(model, query, d)}
+                {"index": i, "document": {"text": d}, "relevance_score": shared.relevance(model, query, d)}
                 for i, d in enumerate(documents)
             ),
             key=lambda result: -result["relevance_score"],
@@ -214,7 +193,7 @@ class InferenceHandlers:
         top_n = body.get("top_n")
         if isinstance(top_n, int) and top_n > 0:
             scored = scored[:top_n]
-        tokens = count_tokens(query) + sum(count_tokens(document) for document in documents)
+        tokens = shared.count_tokens(query) + sum(shared.count_tokens(document) for document in documents)
         return JSONResponse(
             {
                 "model": config.name,

@@ -16,15 +16,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from difystack.fakes.common import inference as shared
 from difystack.fakes.common.http import json_body
-from difystack.fakes.common.inference import (
-    content_text,
-    count_tokens,
-    embed,
-    last_user_text,
-    relevance,
-    reply_words,
-)
 from difystack.fakes.common.streaming import SSE_DONE, chat_stream, event_stream, sse_event
 from difystack.fakes.common.tokens import random_token
 from difystack.fakes.xinference.catalogue import EMBEDDING, LLM, RERANK
@@ -33,7 +26,7 @@ from difystack.fakes.xinference.state import ModelInstance, XinferenceState, des
 
 
 def reply(instance: ModelInstance, prompt: str, max_tokens: Any) -> tuple[list[str], str]:
-    return reply_words(
+    return shared.reply_words(
         f"This is a fake reply from {instance.request.model_name}. You said: {prompt}", max_tokens
     )
 
@@ -69,14 +62,6 @@ def served_model_field(instance: ModelInstance, home: Path) -> str:
     cache = f"{name}-{spec['model_format']}-{spec.get('model_size_in_billions', 0)}b-{spec['quantization']}"
     template = spec.get("model_file_name_template") or f"{name}-{{quantization}}.gguf"
     return str(home / "cache" / "v2" / cache / template.format(quantization=spec["quantization"]))
-
-
-def usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "completion_tokens": completion_tokens,
-        "prompt_tokens": prompt_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
 
 
 class InferenceHandlers:
@@ -121,9 +106,9 @@ class InferenceHandlers:
             raise ApiError(400, "Invalid input: `input` must be a string or a non-empty list of strings.")
         assert instance.plan is not None
         name, dimensions = instance.plan.family["model_name"], int(instance.plan.family["dimensions"])
-        tokens = sum(count_tokens(text) + 2 for text in texts)
+        tokens = sum(shared.count_tokens(text) + 2 for text in texts)
         data = [
-            {"index": i, "object": "embedding", "embedding": embed(name, text, dimensions)}
+            {"index": i, "object": "embedding", "embedding": shared.embed(name, text, dimensions)}
             for i, text in enumerate(texts)
         ]
         return JSONResponse(
@@ -142,17 +127,18 @@ class InferenceHandlers:
         if not isinstance(messages, list) or not messages:
             raise missing_field("body", "messages", body)
         self._check_system_first(instance, messages)
-        prompt_tokens = sum(
-            count_tokens(content_text(m.get("content"))) + 4 for m in messages if isinstance(m, dict)
-        )
-        words, finish = reply(instance, last_user_text(messages), body.get("max_tokens"))
+        prompt_tokens = shared.message_tokens(messages, per_message=4)
+        words, finish = reply(instance, shared.last_user_text(messages), body.get("max_tokens"))
         common = {
             "id": "chatcmpl-" + random_token(32),
             "created": int(time.time()),
             "model": served_model_field(instance, self.state.home),
             "system_fingerprint": "b0-unknown",
         }
-        usage = {**usage_of(prompt_tokens, len(words)), "prompt_tokens_details": {"cached_tokens": 0}}
+        usage = {
+            **shared.usage_block(prompt_tokens, len(words)),
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
         if body.get("stream"):
             return event_stream(self._chat_stream(common, words, finish, usage, body))
         message = {"role": "assistant", "content": " ".join(words)}
@@ -196,7 +182,7 @@ class InferenceHandlers:
         if body.get("stream"):
             return event_stream(self._completion_stream(common, words, finish))
         choice = {"text": " " + " ".join(words), "index": 0, "logprobs": None, "finish_reason": finish}
-        usage = usage_of(count_tokens(prompt), len(words))
+        usage = shared.usage_block(shared.count_tokens(prompt), len(words))
         return JSONResponse({**common, "object": "text_completion", "choices": [choice], "usage": usage})
 
     @staticmethod
@@ -216,7 +202,7 @@ class InferenceHandlers:
             raise missing_field("body", "documents", body)
         name = instance.request.model_name
         scored = sorted(
-            ((relevance(name, query, doc), i, doc) for i, doc in enumerate(documents)),
+            ((shared.relevance(name, query, doc), i, doc) for i, doc in enumerate(documents)),
             key=lambda row: (-row[0], row[1]),
         )
         top_n = body.get("top_n")
@@ -227,7 +213,9 @@ class InferenceHandlers:
             {"index": i, "relevance_score": score, "document": {"text": doc} if return_documents else None}
             for score, i, doc in scored
         ]
-        input_tokens = count_tokens(query) * len(documents) + sum(count_tokens(d) for d in documents)
+        input_tokens = shared.count_tokens(query) * len(documents) + sum(
+            shared.count_tokens(d) for d in documents
+        )
         meta = {
             "api_version": None,
             "billed_units": None,
