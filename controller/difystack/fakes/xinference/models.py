@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import string
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from difystack.fakes.common.http import json_object
+from difystack.fakes.common.tokens import random_token
 from difystack.fakes.xinference.catalogue import DEFAULT_ENGINE, LLM, SUPPORTED_TYPES
 from difystack.fakes.xinference.engines import LaunchPlan, match_spec, unknown_model_message
 from difystack.fakes.xinference.errors import ApiError, wrong_type
@@ -54,9 +54,9 @@ class ModelHandlers:
         if gpus and len(gpus) % replica:
             raise ApiError(400, "Invalid input. Allocated gpu must be a multiple of replica.")
         model_uid = payload.get("model_uid")
-        if model_uid is None:
-            suffix = "".join(random.choices(string.ascii_letters + string.digits, k=8))
-            model_uid = model_name if model_name not in self.state.active() else f"{model_name}-{suffix}"
+        if model_uid is None:  # the name, or the name and a random suffix when it is taken
+            taken = model_name in self.state.active()
+            model_uid = f"{model_name}-{random_token(8)}" if taken else model_name
         if not isinstance(model_uid, str) or not self._valid_uid(model_uid):
             raise self.state.actor_error(
                 400, "The model UID is invalid. Please specify the model UID by 0 < length <= 100."
