@@ -380,6 +380,17 @@ def test_chat_completion_shape_usage_and_max_tokens(tmp_path: Path) -> None:
         assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
+def test_usage_counts_punctuation_as_a_model_tokeniser_does(tmp_path: Path) -> None:
+    """``Say hello.`` is 3 tokens for a BPE tokeniser (tiktoken's gpt2 agrees), not 2 words."""
+    with localai(tmp_path) as client:
+        install(client, {"id": "localai@qwen3-0.6b", "name": "gpt-4"})
+        message = {"role": "user", "content": "Say hello."}
+        chat = client.post("/v1/chat/completions", json={"model": "gpt-4", "messages": [message]})
+        assert chat.json()["usage"]["prompt_tokens"] == 3
+        embedded = client.post("/v1/embeddings", json={"model": "gpt-4", "input": "Say hello."})
+        assert embedded.status_code == 500  # a chat model does not embed
+
+
 def test_chat_completion_streams_server_sent_events(tmp_path: Path) -> None:
     with localai(tmp_path) as client:
         install(client, {"id": "localai@qwen3-0.6b", "name": "gpt-4"})

@@ -191,6 +191,19 @@ def test_chat_completion_shape_and_streaming(tmp_path: Path) -> None:
         assert completion["usage"]["completion_tokens"] == 3
 
 
+def test_usage_counts_punctuation_as_a_model_tokeniser_does(tmp_path: Path) -> None:
+    """``Say hello.`` is 3 tokens (tiktoken's gpt2 agrees); a chat message adds 4 for its role
+    markers and an embedding input 2 for its begin and end markers."""
+    with xinference(tmp_path) as client:
+        launch(client, {**QWEN_GGUF, "model_uid": "qwen"})
+        launch(client, {"model_uid": "emb", "model_name": "bge-small-en-v1.5", "model_type": "embedding"})
+        message = {"role": "user", "content": "Say hello."}
+        chat = client.post("/v1/chat/completions", json={"model": "qwen", "messages": [message]})
+        assert chat.json()["usage"]["prompt_tokens"] == 3 + 4
+        embedded = client.post("/v1/embeddings", json={"model": "emb", "input": "Say hello."})
+        assert embedded.json()["usage"]["prompt_tokens"] == 3 + 2
+
+
 def test_inference_errors(tmp_path: Path) -> None:
     with xinference(tmp_path, Behaviour(failures=frozenset({"infer:broken"}))) as client:
         launch(client, {"model_uid": "emb", "model_name": "bge-small-en-v1.5", "model_type": "embedding"})
