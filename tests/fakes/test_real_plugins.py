@@ -16,9 +16,9 @@ from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
 from difystack.fakes.localai import create_app as create_localai
 from difystack.fakes.xinference import create_app as create_xinference
 from tests.conftest import serve_app
+from tests.fakes.localai_support import install as install_localai_model
 from tests.fakes.real_plugins import finished_daemon_task, package, plugin_envs_root, tiktoken_cache
-from tests.fakes.test_localai_contract import install as install_localai_model
-from tests.fakes.test_xinference_contract import QWEN_GGUF, fake_env, launch
+from tests.fakes.xinference_support import QWEN_GGUF, fake_env, launch
 
 KEY = "real-plugin-test-key"
 KEYED = {"X-Api-Key": KEY}

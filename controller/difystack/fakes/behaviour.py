@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from difystack import settings
+from difystack.fakes.common.env import seconds
 
 ENV_STARTUP_DELAY = settings.FAKE_STARTUP_DELAY.name
 ENV_READY_DELAY = settings.FAKE_READY_DELAY.name
@@ -46,21 +47,8 @@ class Behaviour:
         env = os.environ if env is None else env
         failures = frozenset(item.strip() for item in env.get(ENV_FAIL, "").split(",") if item.strip())
         return cls(
-            startup_delay=_seconds(env, ENV_STARTUP_DELAY),
-            ready_delay=_seconds(env, ENV_READY_DELAY),
-            launch_latency=_seconds(env, ENV_LAUNCH_LATENCY),
+            startup_delay=seconds(env, ENV_STARTUP_DELAY),
+            ready_delay=seconds(env, ENV_READY_DELAY),
+            launch_latency=seconds(env, ENV_LAUNCH_LATENCY),
             failures=failures,
         )
-
-
-def _seconds(env: Mapping[str, str], name: str) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {raw!r}")
-    return value

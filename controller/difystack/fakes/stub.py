@@ -12,24 +12,24 @@ from collections.abc import Mapping
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from difystack import settings
 from difystack.fakes.behaviour import Behaviour
-from difystack.fakes.common import JournalMiddleware, RequestJournal
+from difystack.fakes.common.http import Endpoint, Handler, RouteRow, fake_app, table_routes
+from difystack.fakes.common.journal import RequestJournal
 
 
 def create_app(behaviour: Behaviour, env: Mapping[str, str]) -> Starlette:
     name = settings.STUB_NAME.read(env) or "stub"
     paths = [p.strip() for p in (settings.STUB_PATHS.read(env) or "/health").split(",") if p.strip()]
-    journal = RequestJournal()
 
     async def answer(request: Request) -> Response:
         if behaviour.fails("never-ready"):
             return JSONResponse({"status": "starting", "service": name}, status_code=503)
         return JSONResponse({"status": "ok", "service": name, "path": request.url.path})
 
-    routes = [*journal.routes(), *(Route(path, answer, methods=["GET", "HEAD"]) for path in paths)]
-    app = Starlette(routes=routes)
-    app.add_middleware(JournalMiddleware, journal=journal)
-    return app
+    def public(_: None, handler: Handler) -> Endpoint:
+        return handler
+
+    table: list[RouteRow[None]] = [("GET", path, answer, None) for path in paths]  # GET serves HEAD too
+    return fake_app(table_routes(table, public), RequestJournal())

@@ -1,4 +1,4 @@
-"""Request parsing and Dify's credential-schema rules for the fake api's model endpoints.
+"""Request parsing and Dify's credential-schema rules for the fake api's endpoints.
 
 ``validate_and_filter`` is Dify's ``ModelCredentialSchemaValidator`` + ``CommonValidator``:
 ``__model_type`` is injected so ``show_on`` fields apply to their model type only, only
@@ -18,8 +18,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from difystack.fakes.common import json_body
-from difystack.fakes.dify_api_core import DifyError, invalid_param
+from difystack.fakes.common.http import json_body, json_object
+from difystack.fakes.dify_api.errors import DifyError, invalid_param
 
 HIDDEN_VALUE = "[__HIDDEN__]"
 MODEL_TYPES = ("llm", "text-embedding", "rerank", "speech2text", "moderation", "tts")
@@ -150,3 +150,39 @@ def credentials_of_body(body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(credentials, dict):
         raise invalid_param("credentials: Input should be a valid dictionary")
     return credentials
+
+
+async def object_body(request: Request) -> dict[str, Any]:
+    """The JSON body when it is an object, else ``{}`` (the fields' own checks then fail)."""
+    return await json_object(request) or {}
+
+
+def query_int(
+    request: Request, name: str, *, default: int | None = None, minimum: int = 1, maximum: int | None = None
+) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        if default is None:
+            raise invalid_param(f"{name}: Field required")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid_param(f"{name}: Input should be a valid integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise invalid_param(f"{name}: Input should be between {minimum} and {maximum}")
+    return value
+
+
+def obfuscated_token(token: str) -> str:
+    """Dify's ``encrypter.obfuscated_token``."""
+    if not token:
+        return token
+    if len(token) <= 8:
+        return "*" * 20
+    return token[:6] + "*" * 12 + token[-2:]
+
+
+def window(items: list[Any], page: int, limit: int) -> list[Any]:
+    """The ``page``-th ``limit`` items (pages start at 1)."""
+    return items[(page - 1) * limit : page * limit]

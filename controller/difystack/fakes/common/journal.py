@@ -1,10 +1,9 @@
-"""Pieces every fake shares: a request journal and JSON helpers.
+"""The request journal: the only thing a fake adds to the real API.
 
-The journal is the only thing a fake adds to the real API: ``GET /_fake/requests`` lists
-every request the server received (method, path, Host header, client address, status) and
-``DELETE /_fake/requests`` clears it. Tests use it to prove facts that cannot be seen from
-the client side, e.g. that Dify's credential validation reached Xinference by its compose
-service name, or that a second ``difystack up`` made no mutating call.
+``GET /_fake/requests`` lists every request the server received (method, path, Host header,
+client address, status) and ``DELETE /_fake/requests`` clears it. Tests use it to prove facts
+that cannot be seen from the client side, e.g. that Dify's credential validation reached
+Xinference by its compose service name, or that a second ``difystack up`` made no mutating call.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JOURNAL_PATH = "/_fake/requests"
 JOURNAL_PATHS = frozenset({JOURNAL_PATH})  # never journalled, never gated
-MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass
@@ -56,6 +54,11 @@ class RequestJournal:
         ]
 
 
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers, names lower-cased (as ASGI gives them)."""
+    return {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", [])}
+
+
 class JournalMiddleware:
     """ASGI middleware recording each HTTP request (except journal reads) in a journal."""
 
@@ -78,29 +81,15 @@ class JournalMiddleware:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
             client = scope.get("client")
             self.journal.entries.append(
                 JournalEntry(
                     method=scope["method"],
                     path=scope["path"],
                     query=scope.get("query_string", b"").decode("latin-1"),
-                    host=headers.get("host", ""),
+                    host=request_headers(scope).get("host", ""),
                     client=client[0] if client else "",
                     status=status,
                     at=time.time(),
                 )
             )
-
-
-async def json_body(request: Request) -> Any:
-    """The request's JSON body, or None when it is empty or not JSON."""
-    raw = await request.body()
-    if not raw:
-        return None
-    import json
-
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
