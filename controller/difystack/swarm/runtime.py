@@ -18,7 +18,7 @@ from python_on_whales.components.task.models import TaskInspectResult
 from python_on_whales.exceptions import DockerException
 
 from difystack.compose_runtime import ServiceState, docker_error_text, engine_error, project_fingerprint
-from difystack.errors import DifystackError
+from difystack.errors import DifystackError, EngineError
 from difystack.swarm.inspect import inspect_all
 from difystack.swarm.render import STACK_FILE, dump_stack
 from difystack.swarm.transform import EXTENSION
@@ -83,6 +83,17 @@ def task_state(
         exit_code=exit_code,
         restarts=failures,
         ports=ports,
+    )
+
+
+def not_a_manager(exc: Exception) -> EngineError | None:
+    """An engine that is not (or no longer) a swarm manager, named as such."""
+    text = docker_error_text(exc)
+    if "not a swarm manager" not in text and "not part of a swarm" not in text:
+        return None
+    return EngineError(
+        f"this Docker engine is not a swarm manager ({text})",
+        hint="run difystack on a manager of the swarm the stack was deployed to, or `docker swarm init`",
     )
 
 
@@ -187,7 +198,7 @@ class SwarmProject:
             tasks = inspect_all(self.docker, task_ids, TaskInspectResult)
             nodes = self._nodes({task.node_id for task in tasks if task.node_id})
         except DockerException as exc:
-            raise engine_error(exc) from None
+            raise not_a_manager(exc) or engine_error(exc) from None
         checked = {
             name
             for name, service in (self.model().get("services") or {}).items()
@@ -256,7 +267,8 @@ class SwarmProject:
                 if doomed:
                     self.docker.volume.remove(doomed)
         except DockerException as exc:
-            raise DifystackError(f"removing stack {self.name} failed: {docker_error_text(exc)}") from None
+            failure = DifystackError(f"removing stack {self.name} failed: {docker_error_text(exc)}")
+            raise not_a_manager(exc) or failure from None
 
     def _wait_until_removed(self, timeout: float) -> None:
         label = f"{STACK_LABEL}={self.name}"
