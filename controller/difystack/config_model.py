@@ -381,6 +381,12 @@ class DeployConfig(Strict):
         description="Swarm: `docker stack deploy --resolve-image`; `never` for images that exist only "
         "on the nodes (built locally, not in a registry).",
     )
+    endpoint_mode: Literal["vip", "dnsrr"] = Field(
+        default="vip",
+        description="Swarm: vip gives each service a virtual IP and publishes ports through the routing "
+        "mesh (needs IPVS in the nodes' kernels); dnsrr resolves service names to their tasks and "
+        "publishes ports on the node that runs the task (kernels without IPVS).",
+    )
 
 
 class StackConfig(Strict):

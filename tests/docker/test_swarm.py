@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from difystack.swarm.preflight import kernel_lacks_ipvs
 from tests.docker.conftest import StackUnderTest, _unavailable
 from tests.docker.fakes_access import (
     XINFERENCE,
@@ -29,7 +30,14 @@ from tests.docker.fakes_access import (
 
 pytestmark = pytest.mark.docker
 
-SWARM = {"engine": "swarm", "resolve_image": "never"}
+
+def swarm_settings() -> dict[str, str]:
+    """The stand-ins exist only here (never resolve); virtual IPs need IPVS in this kernel."""
+    kernel = docker("info", "--format", "{{.KernelVersion}}").stdout.strip()
+    mode = "dnsrr" if kernel_lacks_ipvs(kernel) else "vip"
+    return {"engine": "swarm", "resolve_image": "never", "endpoint_mode": mode}
+
+
 SERVICES = {
     "init_permissions",
     "api",
@@ -61,6 +69,7 @@ def swarm_state() -> str:
 def one_node_swarm(docker_engine: None) -> Iterator[None]:
     """This engine as a one-node swarm, for this module only (unless it already was one)."""
     initialised = False
+    had_gateway = docker("network", "inspect", "docker_gwbridge").returncode == 0
     if swarm_state() == "inactive":
         init = docker("swarm", "init", "--advertise-addr", "127.0.0.1")
         if init.returncode != 0:
@@ -72,6 +81,8 @@ def one_node_swarm(docker_engine: None) -> Iterator[None]:
     yield
     if initialised:
         docker("swarm", "leave", "--force")
+        if not had_gateway:  # `swarm init` created it, `swarm leave` keeps it
+            docker("network", "rm", "docker_gwbridge")
         return
     added = [label for label in ("difystack.dify", "difystack.gpu") if label not in (before or {})]
     if added:
@@ -79,13 +90,16 @@ def one_node_swarm(docker_engine: None) -> Iterator[None]:
 
 
 def remove_swarm_stack(name: str) -> None:
+    """Whatever a test left of a swarm stack: services, containers, networks, secrets, volumes."""
     docker("stack", "rm", name)
-    deadline = time.monotonic() + 120
     label = f"label=com.docker.stack.namespace={name}"
-    while time.monotonic() < deadline and (
-        docker("ps", "-aq", "--filter", label).stdout.strip()
-        or docker("network", "ls", "-q", "--filter", label).stdout.strip()
-    ):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and docker("service", "ls", "-q", "--filter", label).stdout.strip():
+        time.sleep(1)
+    leftovers = docker("ps", "-aq", "--filter", label).stdout.split()
+    if leftovers:
+        docker("rm", "-f", *leftovers)
+    while time.monotonic() < deadline and docker("network", "ls", "-q", "--filter", label).stdout.strip():
         time.sleep(1)
     for kind in ("secret", "volume"):
         ids = docker(kind, "ls", "-q", "--filter", f"label=io.difystack.stack={name}").stdout.split()
@@ -95,7 +109,7 @@ def remove_swarm_stack(name: str) -> None:
 
 @pytest.fixture
 def swarm_stack(one_node_swarm: None, make_stack) -> Iterator[StackUnderTest]:
-    stack: StackUnderTest = make_stack(deploy=SWARM)
+    stack: StackUnderTest = make_stack(deploy=swarm_settings())
     yield stack
     remove_swarm_stack(stack.name)
 
@@ -146,7 +160,7 @@ def psql(stack: StackUnderTest, sql: str) -> subprocess.CompletedProcess[str]:
 def test_up_on_an_engine_outside_a_swarm_changes_nothing(make_stack) -> None:
     if swarm_state() != "inactive":
         pytest.skip("the engine is already part of a swarm")
-    stack: StackUnderTest = make_stack(deploy=SWARM)
+    stack: StackUnderTest = make_stack(deploy=swarm_settings())
     result = stack.cli("up")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "not a swarm manager (swarm: inactive)" in result.stderr and "docker swarm init" in result.stderr

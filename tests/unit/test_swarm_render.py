@@ -91,9 +91,10 @@ def test_swarm_stack_passes_docker_stack_config_and_keeps_every_service(tmp_path
     loaded = stack_config(project)
     assert set(loaded["services"]) == DIFY_SERVICES | {"init_permissions", "xinference", "localai"}
     assert not (project / ".env").exists() and not (project / "docker-compose.yml").exists()
-    # After the swarm's variable substitution the secrets wrapper reads `$n`, not `$$n`.
+    # After the swarm's variable substitution the secrets wrapper reads `$pair`, not `$$pair`.
     entrypoint = loaded["services"]["api"]["entrypoint"]
-    assert entrypoint[:2] == ["/bin/sh", "-c"] and 'export "$n=$(cat "$f")"' in entrypoint[2]
+    assert entrypoint[:2] == ["/bin/sh", "-c"]
+    assert 'for pair in $SWARM_SECRETS_AS_ENV; do export "${pair%%=*}=' in entrypoint[2]
     assert loaded["services"]["api"]["command"] == ["/bin/bash", "/entrypoint.sh"]
     # Nothing is left for `docker stack deploy` to substitute from the user's environment.
     text = (project / STACK_FILE).read_text()
@@ -178,11 +179,17 @@ def test_secrets_become_versioned_swarm_secrets_and_never_reach_a_file(tmp_path:
         assert (
             re.fullmatch(rf"difystack_{key}_[0-9a-f]{{8}}", declared["name"]) and len(declared["name"]) <= 64
         )
-    api = {mount["target"]: mount["source"] for mount in stack["services"]["api"]["secrets"]}
-    assert api["DB_PASSWORD"] == "db_password" and api["SECRET_KEY"] == "dify_secret_key"
-    assert "DB_PASSWORD" not in stack["services"]["api"]["environment"]
-    daemon = {mount["target"]: mount["source"] for mount in stack["services"]["plugin_daemon"]["secrets"]}
-    assert daemon["SERVER_KEY"] == "plugin_daemon_key"
+    api = stack["services"]["api"]
+    assert "DB_PASSWORD" not in api["environment"]
+    as_env = dict(pair.split("=") for pair in api["environment"]["SWARM_SECRETS_AS_ENV"].split())
+    assert as_env["DB_PASSWORD"] == "db_password" and as_env["SECRET_KEY"] == "dify_secret_key"
+    # One secret may fill several variables, but each is mounted once (Swarm sorts mounts by name).
+    assert as_env["INNER_API_KEY_FOR_PLUGIN"] == as_env["PLUGIN_DIFY_INNER_API_KEY"]
+    mounted = [mount["source"] for mount in api["secrets"]]
+    assert mounted == sorted(set(as_env.values()))
+    assert all(mount["target"] == mount["source"] for mount in api["secrets"])
+    daemon = stack["services"]["plugin_daemon"]["environment"]["SWARM_SECRETS_AS_ENV"]
+    assert "SERVER_KEY=plugin_daemon_key" in daemon.split()
 
 
 def test_a_changed_secret_renames_only_that_secret_and_the_same_secrets_render_the_same(
@@ -205,7 +212,11 @@ def test_redis_reads_its_password_from_a_secret_and_keeps_its_entrypoint(tmp_pat
         "-c",
         'exec docker-entrypoint.sh redis-server --requirepass "$REDIS_PASSWORD"',
     ]
-    assert {m["target"] for m in redis["secrets"]} == {"REDIS_PASSWORD", "REDISCLI_AUTH"}
+    assert [m["source"] for m in redis["secrets"]] == ["redis_password"]
+    assert (
+        redis["environment"]["SWARM_SECRETS_AS_ENV"]
+        == "REDISCLI_AUTH=redis_password REDIS_PASSWORD=redis_password"
+    )
     # Its healthcheck runs beside the wrapper, so it loads the password itself.
     assert redis["healthcheck"]["test"][1].endswith("redis-cli ping | grep -q PONG")
     assert "/run/secrets/" in redis["healthcheck"]["test"][1]

@@ -142,15 +142,15 @@ class SwarmLifecycle(Lifecycle):
             self.out.print(f"  Swarm secrets created: {', '.join(created)} (values never printed)")
         stages = self.swarm.stages()
         waits = self.swarm.waits()
-        deployed: list[str] = []
         resolve_image = self.stack.config.deploy.resolve_image
         for index, stage in enumerate(stages):
-            deployed += stage
-            last = index == len(stages) - 1
+            if index:
+                self._wait_for_dependencies(stage, waits, timeouts)
             self.out.print(f"  docker stack deploy, stage {index + 1}/{len(stages)}: {', '.join(stage)}")
-            self.swarm.deploy(None if last else deployed, resolve_image, prune=last)
-            if not last:
-                self._wait_for_dependencies(stages[index + 1], waits, timeouts)
+            self.swarm.deploy(stage, resolve_image)
+        removed = self.swarm.prune()
+        if removed:
+            self.out.print(f"  removed services no longer in the stack: {', '.join(removed)}")
         if force_recreate:
             self.swarm.force_update()
         store.prune({secret.name for secret in secrets})

@@ -6,8 +6,10 @@ the node itself; on a larger swarm it names the exact `docker node update` to ru
 
 from __future__ import annotations
 
+import platform
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from python_on_whales import DockerClient
 from python_on_whales.components.node.models import NodeInspectResult
@@ -44,8 +46,17 @@ class SwarmReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_manager(docker: DockerClient) -> tuple[str, str, str | None, str | None]:
-    """(engine version, this node's id, Docker root dir, default runtime) of a swarm manager."""
+@dataclass(frozen=True)
+class ManagerFacts:
+    engine_version: str
+    node_id: str
+    root_dir: str | None
+    default_runtime: str | None
+    kernel: str
+
+
+def check_manager(docker: DockerClient) -> ManagerFacts:
+    """What a swarm manager engine is; raises EngineError for anything else."""
     try:
         info = docker.system.info()
     except Exception as exc:  # DockerException, or the docker CLI itself missing
@@ -70,8 +81,39 @@ def check_manager(docker: DockerClient) -> tuple[str, str, str | None, str | Non
             f"Docker Engine {version} is too old for difystack's swarm target (one-shot jobs need 20.10)",
             hint="update Docker Engine on the swarm's nodes",
         )
-    root = str(info.docker_root_dir) if info.docker_root_dir else None
-    return version, str(swarm.node_id), root, info.default_runtime
+    return ManagerFacts(
+        engine_version=version,
+        node_id=str(swarm.node_id),
+        root_dir=str(info.docker_root_dir) if info.docker_root_dir else None,
+        default_runtime=info.default_runtime,
+        kernel=str(info.kernel_version or ""),
+    )
+
+
+def kernel_lacks_ipvs(kernel: str, proc: Path = Path("/proc"), modules: Path = Path("/lib/modules")) -> bool:
+    """True when the engine runs on this machine's kernel and that kernel has no IPVS.
+
+    Swarm's virtual IPs and routing mesh are IPVS; dockerd loads the module when the swarm
+    creates its ingress network. An engine on another kernel (a VM, a remote host) is not judged.
+    """
+    if kernel != platform.release() or (proc / "sys/net/ipv4/vs").exists():
+        return False
+    release = modules / kernel
+    builtin = release / "modules.builtin"
+    if (release / "kernel/net/netfilter/ipvs").is_dir():
+        return False
+    return not (
+        builtin.is_file() and "ipvs/ip_vs.ko" in builtin.read_text(encoding="utf-8", errors="replace")
+    )
+
+
+def check_endpoint_mode(config: StackConfig, facts: ManagerFacts) -> None:
+    if config.deploy.endpoint_mode == "vip" and kernel_lacks_ipvs(facts.kernel):
+        raise DifystackError(
+            f"this machine's kernel ({facts.kernel}) has no IPVS, so the swarm's virtual IPs and routing "
+            "mesh cannot work here; nothing was changed",
+            hint="load it (`modprobe ip_vs`), or publish without them: --set deploy.endpoint_mode=dnsrr",
+        )
 
 
 def swarm_nodes(docker: DockerClient) -> list[SwarmNode]:
@@ -132,16 +174,17 @@ def plan_labels(
 
 
 def exposure_warning(config: StackConfig) -> str | None:
-    """Swarm's routing mesh publishes on every interface: a loopback bind_address cannot hold."""
+    """A swarm publishes on every interface: a loopback bind_address cannot hold."""
     published = config.published_ports()
     if not published or config.bind_address in ("0.0.0.0", "::"):
         return None
     ports = ", ".join(f"{path.split('.')[0]} {port}" for path, port in published.items())
+    where = "of every node (routing mesh)" if config.deploy.endpoint_mode == "vip" else "of its node"
+    auth = "" if config.xinference.auth or not config.xinference.enabled else " or set xinference.auth: true"
     return (
-        f"the swarm publishes ports on every interface of every node (routing mesh), so bind_address "
-        f"{config.bind_address} cannot hold: {ports} are reachable from your network; restrict them with "
-        "a firewall (the DOCKER-USER chain)"
-        + ("" if config.xinference.auth or not config.xinference.enabled else " or set xinference.auth: true")
+        f"the swarm publishes ports on every interface {where}, so bind_address {config.bind_address} "
+        f"cannot hold: {ports} are reachable from your network; restrict them with a firewall (the "
+        f"DOCKER-USER chain){auth}"
     )
 
 
@@ -166,22 +209,23 @@ def run_swarm_preflight(
     gpu: bool,
     probe: PortProbe = port_is_free,
 ) -> SwarmReport:
-    version, node_id, root_dir, default_runtime = check_manager(docker)
+    facts = check_manager(docker)
+    check_endpoint_mode(config, facts)
     nodes = swarm_nodes(docker)
-    this = next((node for node in nodes if node.id == node_id), nodes[0])
+    this = next((node for node in nodes if node.id == facts.node_id), nodes[0])
     labels = plan_labels(config, gpu, nodes, this)
     check_no_compose_twin(docker, config)
     mesh = config.model_copy(update={"bind_address": "0.0.0.0"})
     check_ports(mesh, own_ports, probe, container_on_port(docker))
-    warnings = check_disk(root_dir)
+    warnings = check_disk(facts.root_dir)
     if (exposure := exposure_warning(config)) is not None:
         warnings.append(exposure)
-    if needs_gpu_nodes(config, gpu) and this.has(GPU_NODE_LABEL) and default_runtime != "nvidia":
+    if needs_gpu_nodes(config, gpu) and this.has(GPU_NODE_LABEL) and facts.default_runtime != "nvidia":
         warnings.append(
             "Swarm services cannot reserve GPUs as Compose does: make nvidia dockerd's default-runtime "
             "(/etc/docker/daemon.json) on every node labelled difystack.gpu=true"
         )
-    return SwarmReport(version, this, nodes, labels, warnings)
+    return SwarmReport(facts.engine_version, this, nodes, labels, warnings)
 
 
 def apply_labels(docker: DockerClient, report: SwarmReport) -> list[str]:

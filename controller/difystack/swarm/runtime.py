@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -98,8 +99,20 @@ def not_a_manager(exc: Exception) -> EngineError | None:
 
 
 def _ports(service: ServiceInspectResult) -> list[str]:
-    published = (service.endpoint.ports if service.endpoint else None) or []
+    endpoint = service.endpoint
+    published = (
+        endpoint.ports or (endpoint.spec.ports if endpoint.spec else None) if endpoint else None
+    ) or []
     return sorted(f"*:{p.published_port}->{p.target_port}/{p.protocol or 'tcp'}" for p in published)
+
+
+def _while_updating(state: ServiceState, service: ServiceInspectResult) -> ServiceState:
+    """A service the swarm is still rolling is not ready, whatever its old task says."""
+    update = service.update_status
+    if update is None or update.state not in ("updating", "rollback_started", "paused", "rollback_paused"):
+        return state
+    detail = f"update {update.state}" + (f": {update.message}" if update.message else "")
+    return dataclasses.replace(state, state=detail, health=None)
 
 
 class SwarmProject:
@@ -125,6 +138,8 @@ class SwarmProject:
             )
 
     def model(self) -> dict[str, Any]:
+        if not self.rendered:
+            return {}
         return yaml.safe_load(self.stack_file.read_text(encoding="utf-8")) or {}
 
     def services(self) -> list[str]:
@@ -148,22 +163,34 @@ class SwarmProject:
 
     # -- deploy ----------------------------------------------------------------------------------
 
-    def deploy(self, services: Collection[str] | None, resolve_image: str, *, prune: bool = False) -> None:
-        """`docker stack deploy` of the whole stack file, or of only ``services`` (a stage)."""
-        files = [self.stack_file]
-        if services is not None:
-            model = self.model()
-            model["services"] = {k: v for k, v in model["services"].items() if k in services}
-            model.pop(EXTENSION, None)
-            stage = self.project_dir / STAGE_FILE
-            stage.write_text(dump_stack(model), encoding="utf-8")
-            files = [stage]
+    def deploy(self, services: Collection[str], resolve_image: str) -> None:
+        """`docker stack deploy` of ``services`` (one stage) with the stack's networks, secrets, configs.
+
+        Services of other stages are left as they are: a stage never updates (or re-runs, for a
+        job) what an earlier stage deployed.
+        """
+        model = self.model()
+        model["services"] = {k: v for k, v in model["services"].items() if k in services}
+        model.pop(EXTENSION, None)
+        stage = self.project_dir / STAGE_FILE
+        stage.write_text(dump_stack(model), encoding="utf-8")
         try:
-            self.docker.stack.deploy(self.name, files, resolve_image=resolve_image, prune=prune)
+            self.docker.stack.deploy(self.name, [stage], resolve_image=resolve_image)
         except DockerException as exc:
             raise DifystackError(f"docker stack deploy failed: {docker_error_text(exc)}") from None
         finally:
-            (self.project_dir / STAGE_FILE).unlink(missing_ok=True)
+            stage.unlink(missing_ok=True)
+
+    def prune(self) -> list[str]:
+        """Remove the stack's services its stack file no longer has (`docker stack deploy --prune`)."""
+        wanted = {f"{self.name}_{service}" for service in self.services()}
+        try:
+            stale = [str(s.spec.name) for s in self._services() if s.spec and s.spec.name not in wanted]
+            if stale:
+                self.docker.service.remove(stale)
+        except DockerException as exc:
+            raise DifystackError(f"removing services failed: {docker_error_text(exc)}") from None
+        return [name.removeprefix(f"{self.name}_") for name in stale]
 
     def force_update(self) -> None:
         """Replace every task even if nothing changed (the swarm's --force-recreate)."""
@@ -210,9 +237,8 @@ class SwarmProject:
             name = full_name.removeprefix(f"{self.name}_")
             own = [task for task in tasks if task.service_id == service.id]
             if own:
-                states.append(
-                    task_state(name, own, healthcheck=name in checked, ports=_ports(service), nodes=nodes)
-                )
+                state = task_state(name, own, healthcheck=name in checked, ports=_ports(service), nodes=nodes)
+                states.append(_while_updating(state, service))
         return sorted(states, key=lambda s: s.service)
 
     # -- logs ------------------------------------------------------------------------------------
@@ -271,11 +297,17 @@ class SwarmProject:
             raise not_a_manager(exc) or failure from None
 
     def _wait_until_removed(self, timeout: float) -> None:
-        label = f"{STACK_LABEL}={self.name}"
+        label = ("label", f"{STACK_LABEL}={self.name}")
         deadline = time.monotonic() + timeout
         while True:
-            containers = self.docker.container.list(all=True, filters=[("label", label)])
-            networks = self.docker.network.list(filters=[("label", label)])
+            containers = self.docker.container.list(all=True, filters=[label])
+            if containers and not self.docker.service.list(filters=[label]):
+                # The containers a job's completed tasks leave behind outlive the removed stack.
+                finished = [c for c in containers if c.state.status in ("exited", "dead", "created")]
+                if finished:
+                    self.docker.container.remove(finished, force=True)
+                    continue
+            networks = self.docker.network.list(filters=[label])
             if not containers and not networks:
                 return
             if time.monotonic() > deadline:

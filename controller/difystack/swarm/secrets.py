@@ -8,6 +8,8 @@ stack's private state directory that is deleted at once; they are never printed.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +27,11 @@ STACK_LABEL = "io.difystack.stack"
 KEY_LABEL = "io.difystack.secret"
 
 
+def quiet() -> contextlib.AbstractContextManager[object]:
+    """python-on-whales 0.81 prints the reference of every Secret object it makes."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 class SwarmSecrets:
     def __init__(self, docker: DockerClient, stack: str, scratch_dir: Path) -> None:
         self.docker = docker
@@ -34,7 +41,8 @@ class SwarmSecrets:
     def existing(self) -> set[str]:
         """Names of the stack's secrets in the swarm."""
         try:
-            found = self.docker.secret.list(filters=[("label", f"{STACK_LABEL}={self.stack}")])
+            with quiet():
+                found = self.docker.secret.list(filters=[("label", f"{STACK_LABEL}={self.stack}")])
             inspected = inspect_all(self.docker, [str(secret) for secret in found], SecretInspectResult)
             return {str(secret.spec.name) for secret in inspected if secret.spec}
         except DockerException as exc:
@@ -59,7 +67,8 @@ class SwarmSecrets:
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 out.write(secret.content)
             labels = {STACK_LABEL: self.stack, KEY_LABEL: secret.key}
-            self.docker.secret.create(secret.name, path, labels=labels)
+            with quiet():
+                self.docker.secret.create(secret.name, path, labels=labels)
         except DockerException as exc:
             raise DifystackError(
                 f"cannot create the swarm secret {secret.name}: {docker_error_text(exc)}"

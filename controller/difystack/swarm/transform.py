@@ -37,13 +37,13 @@ GPU_PLACEMENT = [f"node.labels.{GPU_NODE_LABEL} == true"]
 DIFY_SERVICES = frozenset(OVERRIDABLE_SERVICES) - {"xinference", "localai"}
 EXTENSION = "x-difystack"
 WRAPPER_NAME = "difystack-secrets"
+# Names the environment variables a service's secrets become: "VARIABLE=secret_file ...".
+SECRET_ENV = "SWARM_SECRETS_AS_ENV"
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
-# Exports every file of /run/secrets that is named like an environment variable.
+# Exports each variable SWARM_SECRETS_AS_ENV names with the content of its file in /run/secrets.
 LOAD_SECRETS = (
-    'for f in /run/secrets/*; do n="${f##*/}"; '
-    'case "$n" in ""|[0-9]*|*[!A-Za-z0-9_]*) continue;; esac; '
-    'export "$n=$(cat "$f")"; done; '
+    f'for pair in ${SECRET_ENV}; do export "${{pair%%=*}}=$(cat "/run/secrets/${{pair#*=}}")"; done; '
 )
 
 
@@ -174,15 +174,15 @@ class StackTransform:
         devices = reservations.pop("devices", None)
         return bool(devices)
 
-    @staticmethod
-    def _port(port: Any) -> dict[str, Any]:
+    def _port(self, port: Any) -> dict[str, Any]:
         if not isinstance(port, dict):
             raise DifystackError(f"port {port!r}: difystack's templates publish ports in the long syntax")
         return {
             "target": int(port["target"]),
             "published": int(port["published"]),
             "protocol": port.get("protocol", "tcp"),
-            "mode": "ingress",
+            # The routing mesh needs virtual IPs; without them a port is published where the task runs.
+            "mode": "ingress" if self.config.deploy.endpoint_mode == "vip" else "host",
         }
 
     def _mounts(self, service: dict[str, Any]) -> None:
@@ -225,6 +225,7 @@ class StackTransform:
     def _deploy(self, name: str, service: dict[str, Any], *, one_shot: bool, gpu: bool) -> dict[str, Any]:
         deploy: dict[str, Any] = {
             "mode": "replicated-job" if one_shot else "replicated",
+            "endpoint_mode": self.config.deploy.endpoint_mode,
             "replicas": 1,
             "restart_policy": {"condition": "none"} if one_shot else {"condition": "any", "delay": "5s"},
         }
@@ -252,7 +253,11 @@ class StackTransform:
         mounts = env_mounts | command_mounts
         if not mounts:
             return
-        service["secrets"] = [{"source": key, "target": target} for target, key in sorted(mounts.items())]
+        # Each secret is mounted once, under its own name: Swarm orders a service's secrets by
+        # name, so one secret mounted twice would come back in a random order and roll the service.
+        service["secrets"] = [{"source": key, "target": key} for key in sorted(set(mounts.values()))]
+        pairs = " ".join(f"{variable}={key}" for variable, key in sorted(mounts.items()))
+        service.setdefault("environment", {})[SECRET_ENV] = pairs
         command = service.pop("command", None)
         service["entrypoint"] = ["/bin/sh", "-c", escape(LOAD_SECRETS + 'exec "$@"'), WRAPPER_NAME]
         service["command"] = ["/bin/sh", "-c", shell_line] if shell_line else self._argv(name, command)
