@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from difystack.swarm.preflight import kernel_lacks_ipvs
-from tests.docker.conftest import StackUnderTest, _unavailable
+from tests.docker.conftest import BASE_IMAGE, StackUnderTest, _unavailable
 from tests.docker.fakes_access import (
     XINFERENCE,
     container_journal,
@@ -27,6 +29,7 @@ from tests.docker.fakes_access import (
     published_journal,
     secrets_of,
 )
+from tests.docker.swarm_node import SwarmNode, build_node_image, join_swarm, remove_node, start_node
 
 pytestmark = pytest.mark.docker
 
@@ -65,13 +68,19 @@ def swarm_state() -> str:
     return docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
 
 
+def bridge_gateway() -> str:
+    inspected = docker("network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}")
+    return inspected.stdout.strip() or "127.0.0.1"
+
+
 @pytest.fixture(scope="module")
 def one_node_swarm(docker_engine: None) -> Iterator[None]:
     """This engine as a one-node swarm, for this module only (unless it already was one)."""
     initialised = False
     had_gateway = docker("network", "inspect", "docker_gwbridge").returncode == 0
     if swarm_state() == "inactive":
-        init = docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+        # The bridge's gateway, so that a node in a container (see below) can reach the manager.
+        init = docker("swarm", "init", "--advertise-addr", bridge_gateway())
         if init.returncode != 0:
             _unavailable(f"a one-node swarm (docker swarm init: {init.stderr.strip()})")
         initialised = True
@@ -257,3 +266,62 @@ def test_the_stack_converges_on_a_swarm_and_down_keeps_its_volumes(swarm_stack: 
 def stack_volumes(stack: StackUnderTest) -> list[str]:
     listed = docker("volume", "ls", "-q", "--filter", f"label=io.difystack.stack={stack.name}")
     return sorted(listed.stdout.split())
+
+
+# -- a second node --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def second_node(one_node_swarm: None) -> Iterator[SwarmNode]:
+    """A worker node in a container, labelled for GPU work; the manager labelled for Dify."""
+    try:
+        image = build_node_image(BASE_IMAGE)
+        node = start_node(image, f"dst-node-{secrets.token_hex(3)}")
+    except RuntimeError as exc:
+        _unavailable(f"a docker-in-docker swarm node ({exc})")
+    try:
+        join_swarm(node, docker("info", "--format", "{{.Swarm.NodeAddr}}").stdout.strip())
+        docker("node", "update", "--label-add", "difystack.gpu=true", node.node_id)
+        docker("node", "update", "--label-add", "difystack.dify=true", "self")
+        yield node
+    finally:
+        remove_node(node)
+
+
+def pinned_to_worker_1(real_xinference: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**model, "worker": 1} for model in real_xinference["xinference"]["models"]]
+
+
+def test_xinference_workers_run_on_a_second_node_labelled_for_gpus(
+    second_node: SwarmNode, make_stack, real_xinference: dict[str, Any]
+) -> None:
+    second_node.load(real_xinference["images"]["xinference"])
+    stack: StackUnderTest = make_stack(
+        gpu="nvidia",
+        images=real_xinference["images"],
+        xinference={"topology": "distributed", "workers": 1, "models": pinned_to_worker_1(real_xinference)},
+        localai={"enabled": False},
+        deploy=swarm_settings(),
+    )
+    try:
+        first = stack.cli("up", "--timeout", "900", timeout=1200)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "swarm manager" in first.stdout and "(2 nodes)" in first.stdout
+        services = {s["service"]: s for s in stack.status()["services"]}
+        assert services["xinference-worker-1"]["container"].endswith(f" on {second_node.name}")
+        assert not services["xinference"]["container"].endswith(f" on {second_node.name}")
+        assert not services["api"]["container"].endswith(f" on {second_node.name}")
+        assert all(service["ready"] for service in services.values()), services
+
+        listed = stack.cli("models", "--json")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        rows = {(m["server_state"], m["worker"], m["dify_state"]) for m in json.loads(listed.stdout)}
+        assert rows == {("running", "xinference-worker-1:30001", "registered")}
+        # The worker's container really is on the second node's own engine.
+        on_node = second_node.run("ps", "--format", "{{.Names}}").stdout
+        assert f"{stack.name}_xinference-worker-1." in on_node
+
+        again = stack.cli("up", "--timeout", "300")
+        assert again.returncode == 0 and "changes     none" in again.stdout, again.stdout + again.stderr
+    finally:
+        stack.cli("down", "--volumes", "--yes")

@@ -235,3 +235,23 @@ def test_the_wrapper_runs_what_the_image_runs(tmp_path: Path) -> None:
     assert stack["services"]["worker"]["command"] == ["/bin/bash", "/entrypoint.sh"]
     # A service with its own command keeps the image's entrypoint in front of it.
     assert stack["services"]["db_postgres"]["command"][:2] == ["docker-entrypoint.sh", "postgres"]
+
+
+def test_without_virtual_ips_ports_are_published_where_the_manager_runs_them(tmp_path: Path) -> None:
+    project, stack, _ = render_swarm(tmp_path, ["deploy.endpoint_mode=dnsrr"])
+    stack_config(project)
+    for name, service in stack["services"].items():
+        assert service["deploy"]["endpoint_mode"] == "dnsrr", name
+        for port in service.get("ports", []):
+            assert port["mode"] == "host", name
+    for name in ("xinference", "localai", "nginx"):
+        assert stack["services"][name]["deploy"]["placement"]["constraints"] == DIFY_PLACEMENT, name
+
+
+def test_without_virtual_ips_gpu_work_goes_to_xinference_workers(tmp_path: Path) -> None:
+    distributed = ["deploy.endpoint_mode=dnsrr", "gpu=nvidia", "xinference.topology=distributed"]
+    _, stack, _ = render_swarm(tmp_path, distributed, gpu=True)
+    services = stack["services"]
+    assert services["xinference"]["deploy"]["placement"]["constraints"] == DIFY_PLACEMENT  # publishes 9997
+    assert services["xinference-worker-1"]["deploy"]["placement"]["constraints"] == GPU_PLACEMENT
+    assert "ports" not in services["xinference-worker-1"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ from python_on_whales.components.task.models import TaskInspectResult
 from difystack.compose_runtime import ServiceState
 from difystack.config_loader import load_config
 from difystack.errors import DifystackError
-from difystack.swarm.preflight import SwarmNode, exposure_warning, plan_labels
+from difystack.swarm.preflight import SwarmNode, exposure_warning, kernel_lacks_ipvs, plan_labels
 from difystack.swarm.runtime import task_state
 from difystack.waits import ContainerWait
 
@@ -130,3 +132,33 @@ def test_the_routing_mesh_exposure_is_named_with_its_ports() -> None:
     assert warning is not None
     assert "dify 8080, xinference 9997, localai 8081" in warning and "xinference.auth" in warning
     assert exposure_warning(load_config(env={}, assignments=["bind_address=0.0.0.0"])) is None
+
+
+def test_without_virtual_ips_the_model_servers_need_the_dify_label_too() -> None:
+    plain = [
+        "deploy.engine=swarm",
+        "deploy.endpoint_mode=dnsrr",
+        "dify.enabled=false",
+        "localai.enabled=false",
+    ]
+    config = load_config(env={}, assignments=plain)
+    assert plan_labels(config, False, [MANAGER], MANAGER) == {"n1": {"difystack.dify": "true"}}
+    # A GPU stack that is not distributed runs its GPU work on that manager: no GPU label needed.
+    assert plan_labels(config, True, [MANAGER], MANAGER) == {"n1": {"difystack.dify": "true"}}
+    distributed = load_config(env={}, assignments=[*plain, "xinference.topology=distributed"])
+    assert plan_labels(distributed, True, [MANAGER], MANAGER)["n1"] == {
+        "difystack.dify": "true",
+        "difystack.gpu": "true",
+    }
+
+
+def test_ipvs_is_judged_only_on_this_machines_kernel(tmp_path: Path) -> None:
+    release = platform.release()
+    proc, modules = tmp_path / "proc", tmp_path / "modules"
+    assert kernel_lacks_ipvs(release, proc, modules)
+    assert not kernel_lacks_ipvs("another-kernel", proc, modules)  # the engine runs elsewhere
+    (modules / release).mkdir(parents=True)
+    (modules / release / "modules.builtin").write_text("kernel/net/netfilter/ipvs/ip_vs.ko\n")
+    assert not kernel_lacks_ipvs(release, proc, modules)
+    (proc / "sys/net/ipv4/vs").mkdir(parents=True)
+    assert not kernel_lacks_ipvs(release, proc, tmp_path / "none")

@@ -133,17 +133,35 @@ def swarm_nodes(docker: DockerClient) -> list[SwarmNode]:
     ]
 
 
+def local_model_servers(config: StackConfig) -> list[str]:
+    return [
+        name
+        for name in ("xinference", "localai")
+        if getattr(config, name).enabled and not getattr(config, name).external
+    ]
+
+
 def needs_gpu_nodes(config: StackConfig, gpu: bool) -> bool:
-    local = [p for p in (config.xinference, config.localai) if p.enabled and p.external is None]
-    return gpu and bool(local)
+    return gpu and bool(local_model_servers(config))
+
+
+def published_on_manager(config: StackConfig) -> bool:
+    """Without virtual IPs the model servers run where their ports are reached: the Dify manager."""
+    return config.deploy.endpoint_mode == "dnsrr" and bool(local_model_servers(config))
+
+
+def gpu_work_on_manager(config: StackConfig) -> bool:
+    """dnsrr: only Xinference workers (distributed) can run on other (GPU) nodes."""
+    distributed = "xinference" in local_model_servers(config) and config.xinference.topology == "distributed"
+    return published_on_manager(config) and not distributed
 
 
 def plan_labels(
     config: StackConfig, gpu: bool, nodes: list[SwarmNode], this: SwarmNode
 ) -> dict[str, dict[str, str]]:
     """The labels difystack adds itself (one-node swarm); raises with the command otherwise."""
-    wanted = [DIFY_NODE_LABEL] if config.dify.enabled else []
-    if needs_gpu_nodes(config, gpu):
+    wanted = [DIFY_NODE_LABEL] if config.dify.enabled or published_on_manager(config) else []
+    if needs_gpu_nodes(config, gpu) and not gpu_work_on_manager(config):
         wanted.append(GPU_NODE_LABEL)
     if len(nodes) == 1:
         missing = {label: "true" for label in wanted if not this.has(label)}
@@ -224,6 +242,12 @@ def run_swarm_preflight(
         warnings.append(
             "Swarm services cannot reserve GPUs as Compose does: make nvidia dockerd's default-runtime "
             "(/etc/docker/daemon.json) on every node labelled difystack.gpu=true"
+        )
+    if needs_gpu_nodes(config, gpu) and published_on_manager(config) and len(nodes) > 1:
+        warnings.append(
+            "with deploy.endpoint_mode dnsrr, Xinference (its supervisor) and LocalAI run on the manager "
+            f"labelled {DIFY_NODE_LABEL}=true, where their ports are published; only Xinference workers "
+            f"(xinference.topology: distributed) go to the nodes labelled {GPU_NODE_LABEL}=true"
         )
     return SwarmReport(facts.engine_version, this, nodes, labels, warnings)
 

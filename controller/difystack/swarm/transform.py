@@ -79,6 +79,18 @@ def _size_in_bytes(size: str) -> int:
     return int(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " ")
 
 
+def placement(name: str, *, published: bool, gpu: bool, config: StackConfig) -> list[str]:
+    """Where a service may run: Dify on its manager, GPU model servers on GPU nodes.
+
+    Without virtual IPs (dnsrr) a port is published only on the node that runs the task, so a
+    model server that publishes one runs on the manager difystack reaches it from; GPU work then
+    goes to Xinference workers (``topology: distributed``), which publish nothing.
+    """
+    if name in DIFY_SERVICES or (published and config.deploy.endpoint_mode == "dnsrr"):
+        return list(DIFY_PLACEMENT)
+    return list(GPU_PLACEMENT) if gpu else []
+
+
 def deployment_stages(depends: Mapping[str, Mapping[str, str]], services: list[str]) -> list[list[str]]:
     """Services grouped so that each one's dependencies are all in earlier groups."""
     level: dict[str, int] = {}
@@ -229,7 +241,7 @@ class StackTransform:
             "replicas": 1,
             "restart_policy": {"condition": "none"} if one_shot else {"condition": "any", "delay": "5s"},
         }
-        constraints = DIFY_PLACEMENT if name in DIFY_SERVICES else GPU_PLACEMENT if gpu else []
+        constraints = placement(name, published="ports" in service, gpu=gpu, config=self.config)
         if constraints:
             deploy["placement"] = {"constraints": list(constraints)}
         if service.get("labels"):
