@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from python_on_whales import DockerClient
+from python_on_whales import ClientNotFoundError, DockerClient
 from python_on_whales.exceptions import DockerException
 
 
@@ -63,8 +63,8 @@ def local_processes(
             if not docker.image.exists(image):
                 continue
             config = docker.image.inspect(image).config
-        except DockerException:
-            continue
+        except (DockerException, ClientNotFoundError):
+            continue  # no engine here: the official table stands
         found[service] = Process(tuple(config.entrypoint or ()), tuple(config.cmd or ()))
     return found
 
