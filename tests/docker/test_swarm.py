@@ -8,6 +8,7 @@ this node, so the stack deploys with `deploy.resolve_image: never`.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import secrets
 import subprocess
@@ -68,9 +69,17 @@ def swarm_state() -> str:
     return docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
 
 
+def manager_id() -> str:
+    return docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+
+
 def bridge_gateway() -> str:
-    inspected = docker("network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}")
-    return inspected.stdout.strip() or "127.0.0.1"
+    """This machine's address on Docker's default bridge (the subnet's first address)."""
+    inspected = docker("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}")
+    config = (json.loads(inspected.stdout or "[]") or [{}])[0]
+    if config.get("Gateway"):
+        return str(config["Gateway"])
+    return str(next(ipaddress.ip_network(config.get("Subnet", "127.0.0.0/8")).hosts()))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +104,7 @@ def one_node_swarm(docker_engine: None) -> Iterator[None]:
         return
     added = [label for label in ("difystack.dify", "difystack.gpu") if label not in (before or {})]
     if added:
-        docker("node", "update", *(f"--label-rm={label}" for label in added), "self")
+        docker("node", "update", *(f"--label-rm={label}" for label in added), manager_id())
 
 
 def remove_swarm_stack(name: str) -> None:
@@ -282,7 +291,7 @@ def second_node(one_node_swarm: None) -> Iterator[SwarmNode]:
     try:
         join_swarm(node, docker("info", "--format", "{{.Swarm.NodeAddr}}").stdout.strip())
         docker("node", "update", "--label-add", "difystack.gpu=true", node.node_id)
-        docker("node", "update", "--label-add", "difystack.dify=true", "self")
+        docker("node", "update", "--label-add", "difystack.dify=true", manager_id())
         yield node
     finally:
         remove_node(node)

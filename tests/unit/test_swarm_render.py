@@ -154,12 +154,16 @@ def test_gpu_servers_are_placed_by_label_without_device_reservations(tmp_path: P
     assert shm == [{"type": "tmpfs", "target": "/dev/shm", "tmpfs": {"size": 8 * 1024**3}}]
 
 
-def test_distributed_xinference_binds_to_its_own_host_name(tmp_path: Path) -> None:
+def test_distributed_xinference_binds_its_name_on_every_interface(tmp_path: Path) -> None:
     project, stack, _ = render_swarm(tmp_path, ["xinference.topology=distributed", "xinference.workers=2"])
     stack_config(project)
-    assert stack["services"]["xinference"]["hostname"] == "xinference"
-    assert stack["services"]["xinference-worker-2"]["hostname"] == "xinference-worker-2"
+    assert stack["services"]["xinference"]["extra_hosts"] == ["xinference:0.0.0.0"]
+    assert stack["services"]["xinference-worker-2"]["extra_hosts"] == ["xinference-worker-2:0.0.0.0"]
     assert stack["x-difystack"]["waits"]["xinference-worker-1"] == {"xinference": "service_healthy"}
+    # Swarm names a task in DNS only once it is healthy: a worker's healthcheck cannot wait for the
+    # supervisor, which reaches the worker by that name. It checks its own port (30002 = 0x7532).
+    check = stack["services"]["xinference-worker-2"]["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python3", "-c"] and ":7532'" in check[3] and "9997" not in check[3]
 
 
 # -- secrets ----------------------------------------------------------------------------------------

@@ -79,6 +79,22 @@ def _size_in_bytes(size: str) -> int:
     return int(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " ")
 
 
+def worker_listening(command: list[str]) -> list[str]:
+    """A worker's healthcheck on a swarm: it listens on its port.
+
+    Swarm adds a task to its service's DNS name only once the task is healthy, so a worker
+    cannot wait there for the supervisor to list it: the supervisor reaches the worker by that
+    name. That the supervisor lists every worker is what difystack's own wait checks.
+    """
+    port = int(command[command.index("--worker-port") + 1])
+    code = (
+        "import os, sys; tables = [t for t in ('/proc/net/tcp', '/proc/net/tcp6') if os.path.exists(t)]; "
+        "rows = [r.split() for t in tables for r in open(t).readlines()[1:]]; "
+        f"sys.exit(0 if any(r[1].endswith(':{port:04X}') and r[3] == '0A' for r in rows) else 1)"
+    )
+    return ["CMD", "python3", "-c", code]
+
+
 def placement(name: str, *, published: bool, gpu: bool, config: StackConfig) -> list[str]:
     """Where a service may run: Dify on its manager, GPU model servers on GPU nodes.
 
@@ -164,9 +180,12 @@ class StackTransform:
             environment.setdefault("NVIDIA_DRIVER_CAPABILITIES", "compute,utility")
         self._load_secrets(name, service)
         if self._distributed_xinference(name):
-            # Each Xinference process binds to its own name (-H); as the container's host name
-            # it resolves to the container itself, not to the service's virtual IP.
-            service["hostname"] = name
+            # Each Xinference process binds to its own name (-H) and tells the others that name.
+            # A swarm task has more than one interface (its networks, the gateway bridge that
+            # published ports arrive on), so the name means "all of them" inside its own container.
+            service.setdefault("extra_hosts", []).append(f"{name}:0.0.0.0")
+            if name != "xinference":
+                service["healthcheck"]["test"] = worker_listening(service.get("command") or [])
         service["deploy"] = self._deploy(name, service, one_shot=one_shot, gpu=gpu_devices)
         return {key: value for key, value in service.items() if value not in ({}, [])}
 
