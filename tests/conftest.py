@@ -121,6 +121,34 @@ def compose_binary() -> str:
     return path
 
 
+def stack_config(project: Path) -> dict[str, Any]:
+    """`docker stack config` (the swarm's own loader; no engine needed) on a rendered swarm project.
+
+    Fails on any warning, returns the stack as `docker stack deploy` reads it, after its variable
+    substitution. Without the docker CLI the check is skipped, except under CI.
+    """
+    import shutil
+    import subprocess
+
+    import yaml
+
+    docker = shutil.which("docker")
+    if docker is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("the docker CLI is missing (`docker stack config` checks the swarm stack files)")
+        pytest.skip("the docker CLI is not installed")
+    result = subprocess.run(
+        [docker, "stack", "config", "-c", str(project / "docker-stack.yml")],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "WARN" not in result.stderr and "not set" not in result.stderr, result.stderr
+    return dict(yaml.safe_load(result.stdout))
+
+
 # --- the four fakes served in-process, and a converge against them -------------------------
 
 

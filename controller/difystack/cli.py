@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from difystack import __version__, console
-from difystack.commands.options import load_stack, stack_options
+from difystack.commands.options import engine_option, load_stack, stack_options
 from difystack.errors import DifystackError
 
 
@@ -21,6 +21,7 @@ def cli() -> None:
 
 @cli.command()
 @stack_options
+@engine_option
 @click.option(
     "-o",
     "--out",
@@ -34,19 +35,33 @@ def cli() -> None:
     help="Write placeholders instead of the stack's secrets (for review or documentation).",
 )
 def render(
-    config_file: Path | None, assignments: tuple[str, ...], out_dir: Path | None, placeholder_secrets: bool
+    config_file: Path | None,
+    assignments: tuple[str, ...],
+    engine: str | None,
+    out_dir: Path | None,
+    placeholder_secrets: bool,
 ) -> None:
-    """Write a self-contained compose project that `docker compose up -d` can run."""
-    stack = load_stack(config_file, assignments)
-    project = stack.render(out_dir, placeholder_secrets=placeholder_secrets)
+    """Write a self-contained project: a compose project, or a stack file for a swarm."""
+    stack = load_stack(config_file, assignments, engine)
+    swarm = stack.config.deploy.engine == "swarm"
+    processes = None
+    if swarm:
+        from difystack.swarm.lifecycle import stack_processes
+
+        processes = stack_processes(stack)
+    project = stack.render(out_dir, placeholder_secrets=placeholder_secrets, processes=processes)
     console.out.print(f"Rendered stack [bold]{escape(stack.name)}[/] into {escape(str(project))}")
     if not placeholder_secrets:
         console.out.print(f"Secrets: {escape(str(stack.paths.secrets))} (mode 0600, never printed)")
-    console.out.print(f"Run it with: docker compose --project-directory {escape(str(project))} up -d")
+    if swarm:
+        console.out.print("Deploy it with: difystack up --engine swarm (creates its Swarm secrets first)")
+    else:
+        console.out.print(f"Run it with: docker compose --project-directory {escape(str(project))} up -d")
 
 
 @cli.command()
 @stack_options
+@engine_option
 @click.option(
     "--timeout",
     type=float,
@@ -72,17 +87,18 @@ def render(
 def up(
     config_file: Path | None,
     assignments: tuple[str, ...],
+    engine: str | None,
     timeout: float,
     stall_timeout: float,
     force_recreate: bool,
     then_verify: bool,
 ) -> None:
     """Render, start and wait for the whole stack (re-running converges, nothing is lost)."""
-    from difystack.lifecycle import Lifecycle
+    from difystack.engines import lifecycle_for
     from difystack.readiness import Timeouts
 
-    stack = load_stack(config_file, assignments)
-    lifecycle = Lifecycle(stack, console.out, console.err)
+    stack = load_stack(config_file, assignments, engine)
+    lifecycle = lifecycle_for(stack, console.out, console.err)
     result = lifecycle.up(
         Timeouts(total=timeout, stall=min(stall_timeout, timeout)), force_recreate=force_recreate
     )
@@ -98,20 +114,22 @@ def up(
 
 @cli.command()
 @stack_options
+@engine_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(config_file: Path | None, assignments: tuple[str, ...], as_json: bool) -> None:
-    """Show every service's container state and health."""
+def status(config_file: Path | None, assignments: tuple[str, ...], engine: str | None, as_json: bool) -> None:
+    """Show every service's container (or swarm task) state and health."""
     import json
 
     from rich.table import Table
 
-    from difystack.lifecycle import Lifecycle
+    from difystack.engines import lifecycle_for
 
-    report = Lifecycle(load_stack(config_file, assignments), console.out, console.err).status()
+    report = lifecycle_for(load_stack(config_file, assignments, engine), console.out, console.err).status()
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    table = Table(title=f"stack {report['stack']}", title_justify="left")
+    on_swarm = " (swarm)" if report.get("engine") == "swarm" else ""
+    table = Table(title=f"stack {report['stack']}{on_swarm}", title_justify="left")
     for column in ("service", "state", "health", "ports"):
         table.add_column(column)
     for service in report["services"]:
@@ -129,21 +147,22 @@ def status(config_file: Path | None, assignments: tuple[str, ...], as_json: bool
 
 @cli.command()
 @stack_options
+@engine_option
 @click.argument("service", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
 @click.option("--tail", type=int, default=None, help="Only the last N lines of each service.")
 def logs(
     config_file: Path | None,
     assignments: tuple[str, ...],
+    engine: str | None,
     service: str | None,
     follow: bool,
     tail: int | None,
 ) -> None:
     """Show the logs of one service, or of all of them."""
-    from difystack.compose_runtime import ComposeProject
+    from difystack.engines import project_for
 
-    stack = load_stack(config_file, assignments)
-    project = ComposeProject(stack.paths.project, stack.name)
+    project = project_for(load_stack(config_file, assignments, engine))
     project.require_rendered()
     if service is not None and service not in project.services():
         raise DifystackError(f"no service named {service!r}; known: {', '.join(project.services())}")
@@ -153,16 +172,19 @@ def logs(
 
 @cli.command()
 @stack_options
+@engine_option
 @click.option(
     "-v", "--volumes", is_flag=True, help="Also delete the data volumes (Dify database, models...)."
 )
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before deleting volumes.")
-def down(config_file: Path | None, assignments: tuple[str, ...], volumes: bool, yes: bool) -> None:
-    """Stop and remove the containers; data volumes are kept unless --volumes."""
-    from difystack.lifecycle import Lifecycle
+def down(
+    config_file: Path | None, assignments: tuple[str, ...], engine: str | None, volumes: bool, yes: bool
+) -> None:
+    """Stop and remove the containers (or the swarm stack); data volumes are kept unless --volumes."""
+    from difystack.engines import lifecycle_for
 
-    stack = load_stack(config_file, assignments)
-    lifecycle = Lifecycle(stack, console.out, console.err)
+    stack = load_stack(config_file, assignments, engine)
+    lifecycle = lifecycle_for(stack, console.out, console.err)
     if volumes and not yes:
         lifecycle.project.require_rendered()
         doomed = lifecycle.project.volumes()

@@ -74,6 +74,15 @@ def _service_state(item: dict[str, Any]) -> ServiceState:
     )
 
 
+def project_fingerprint(project_dir: Path) -> str:
+    """A hash of every file of a rendered project."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in project_dir.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(project_dir)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 class ComposeProject:
     def __init__(self, project_dir: Path, name: str, docker: DockerClient | None = None) -> None:
         self.project_dir = project_dir
@@ -135,11 +144,7 @@ class ComposeProject:
 
     def fingerprint(self) -> str:
         """A hash of every rendered file: equal fingerprints mean `compose up` has nothing to do."""
-        digest = hashlib.sha256()
-        for path in sorted(p for p in self.project_dir.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(self.project_dir)).encode())
-            digest.update(path.read_bytes())
-        return digest.hexdigest()
+        return project_fingerprint(self.project_dir)
 
     def _compose_args(self) -> list[str]:
         args = [

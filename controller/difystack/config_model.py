@@ -363,6 +363,32 @@ class DifyConfig(Strict):
         return version.lstrip("v")
 
 
+# Swarm limits names to 64 characters; the longest name difystack gives is
+# "<stack>_plugin_dify_inner_api_key_<8 hex>" (35 characters besides the stack name).
+SWARM_MAX_STACK_NAME = 28
+
+
+class DeployConfig(Strict):
+    """Where the stack runs: one Docker engine (Compose) or a Docker Swarm (`docker stack deploy`)."""
+
+    engine: Literal["compose", "swarm"] = Field(
+        default="compose",
+        description="compose: `docker compose` on this engine; swarm: `docker stack deploy` on the "
+        "swarm this engine manages (overlay networks, Swarm secrets, placement by node labels).",
+    )
+    resolve_image: Literal["always", "changed", "never"] = Field(
+        default="always",
+        description="Swarm: `docker stack deploy --resolve-image`; `never` for images that exist only "
+        "on the nodes (built locally, not in a registry).",
+    )
+    endpoint_mode: Literal["vip", "dnsrr"] = Field(
+        default="vip",
+        description="Swarm: vip gives each service a virtual IP and publishes ports through the routing "
+        "mesh (needs IPVS in the nodes' kernels); dnsrr resolves service names to their tasks and "
+        "publishes ports on the node that runs the task (kernels without IPVS).",
+    )
+
+
 class StackConfig(Strict):
     name: str = Field(default="difystack", pattern=STACK_NAME_PATTERN)
     bind_address: str = "127.0.0.1"
@@ -374,6 +400,7 @@ class StackConfig(Strict):
     dify: DifyConfig = Field(default_factory=DifyConfig)
     xinference: XinferenceConfig = Field(default_factory=XinferenceConfig)
     localai: LocalAIConfig = Field(default_factory=LocalAIConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
 
     @field_validator("bind_address")
     @classmethod
@@ -400,7 +427,15 @@ class StackConfig(Strict):
         self._check_port_clashes()
         self._check_default_models()
         self._check_plugin_packages()
+        self._check_swarm_names()
         return self
+
+    def _check_swarm_names(self) -> None:
+        if self.deploy.engine == "swarm" and len(self.name) > SWARM_MAX_STACK_NAME:
+            raise ValueError(
+                f"name: {self.name!r} has {len(self.name)} characters; a stack deployed to a swarm may have "
+                f"{SWARM_MAX_STACK_NAME} at most (Swarm's 64-character limit on secret and service names)"
+            )
 
     def _check_plugin_packages(self) -> None:
         plugins = self.dify.plugins

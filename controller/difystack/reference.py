@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from difystack.config_loader import load_config
-from difystack.render import MANIFEST, RenderedFile, render_project
+from difystack.render import MANIFEST, RenderedFile
 from difystack.secrets_store import PLACEHOLDERS
+from difystack.swarm.render import render_for_engine
 
 INPUT_FILE = "difystack.yaml"
 
@@ -28,7 +29,7 @@ def render_reference(directory: Path) -> list[RenderedFile]:
     # No environment layer and no GPU detection: the output must not depend on the machine.
     config = load_config(directory / INPUT_FILE, env={})
     gpu = config.gpu == "nvidia"
-    return render_project(config, PLACEHOLDERS, gpu=gpu, config_dir=directory)
+    return render_for_engine(config, PLACEHOLDERS, gpu=gpu, config_dir=directory)
 
 
 def committed_files(directory: Path) -> dict[str, str]:

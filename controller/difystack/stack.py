@@ -13,8 +13,10 @@ from difystack.config_loader import DEFAULT_STACK_FILE, load_config
 from difystack.config_model import StackConfig
 from difystack.gpu import CudaVersion, driver_cuda_version, localai_cuda_flavour, nvidia_gpu_present, use_gpu
 from difystack.paths import StackPaths
-from difystack.render import render_project, write_project
+from difystack.render import write_project
 from difystack.secrets_store import PLACEHOLDERS, SecretsStore
+from difystack.swarm.processes import Process
+from difystack.swarm.render import render_for_engine
 
 CONFIG_ENV = settings.CONFIG.name
 
@@ -75,20 +77,27 @@ class Stack:
         self.paths.ensure_root()
         return self.secrets_store.ensure()
 
-    def render(self, out_dir: Path | None = None, *, placeholder_secrets: bool = False) -> Path:
-        """Validate, render and write the compose project; returns its directory.
+    def render(
+        self,
+        out_dir: Path | None = None,
+        *,
+        placeholder_secrets: bool = False,
+        processes: Mapping[str, Process] | None = None,
+    ) -> Path:
+        """Validate, render and write the project for the stack's engine; returns its directory.
 
         Everything is rendered in memory first: invalid input leaves no file behind, not
         even a freshly generated secrets file.
         """
         out_dir = out_dir or self.paths.project
         secrets = dict(PLACEHOLDERS) if placeholder_secrets else self.secrets_store.completed()
-        files = render_project(
+        files = render_for_engine(
             self.config,
             secrets,
             gpu=self.gpu,
             config_dir=self.config_dir,
             cuda_flavour=localai_cuda_flavour(self.cuda_driver),
+            processes=processes,
         )
         if not placeholder_secrets:
             self.paths.ensure_root()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,8 +27,15 @@ def published_journal(port: int, clear: bool = False) -> list[dict[str, Any]]:
 
 
 def container_journal(
-    stack: StackUnderTest, service: str, port: int, clear: bool = False, path: str = JOURNAL
+    stack: StackUnderTest,
+    service: str,
+    port: int,
+    clear: bool = False,
+    path: str = JOURNAL,
+    run_in: Callable[..., subprocess.CompletedProcess[str]] | None = None,
 ) -> list[dict[str, Any]]:
+    """The journal of a fake inside a container (``run_in`` runs a command there; default:
+    `docker compose exec` in the stack's service)."""
     method = "DELETE" if clear else "GET"
     url = f"http://localhost:{port}{path}"
     code = (
@@ -34,7 +43,8 @@ def container_journal(
         f"r = urllib.request.urlopen(urllib.request.Request('{url}', method='{method}')); "
         "sys.stdout.write(r.read().decode())"
     )
-    result = stack.compose("exec", "-T", service, "python", "-c", code)
+    run_in = run_in or (lambda *args: stack.compose("exec", "-T", service, *args))
+    result = run_in("python", "-c", code)
     assert result.returncode == 0, result.stderr
     return [] if clear else list(json.loads(result.stdout))
 

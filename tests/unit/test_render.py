@@ -17,7 +17,7 @@ from difystack.reference import committed_files, reference_dirs, render_referenc
 from difystack.render import render_project, write_project
 from difystack.secrets_store import GENERATED, PLACEHOLDERS, SecretsStore
 from difystack.stack import Stack
-from tests.conftest import REPO_ROOT, compose_binary
+from tests.conftest import REPO_ROOT, compose_binary, stack_config
 
 DIFY_1X_SERVICES = {
     "init_permissions",
@@ -301,7 +301,10 @@ def test_reference_stack_matches_templates(directory: Path) -> None:
         assert committed[path] == content, (
             f"{directory.name}/{path} drifted; run scripts/update-reference-stacks"
         )
-    compose_config(directory)
+    if (directory / "docker-stack.yml").exists():
+        stack_config(directory)
+    else:
+        compose_config(directory)
     untracked = _untracked(directory, sorted(rendered))
     assert untracked == [], f"not committed (the rendered .gitignore hides .env: git add -f): {untracked}"
 

@@ -33,7 +33,19 @@ def stack_options(func: F) -> F:
     return func
 
 
-def load_stack(config_file: Path | None, assignments: tuple[str, ...]) -> Stack:
+def engine_option(func: F) -> F:
+    """--engine, for the commands that start, inspect or remove a stack."""
+    return click.option(
+        "--engine",
+        type=click.Choice(["compose", "swarm"]),
+        default=None,
+        help="compose (this Docker engine) or swarm (`docker stack deploy`); default: deploy.engine.",
+    )(func)
+
+
+def load_stack(config_file: Path | None, assignments: tuple[str, ...], engine: str | None = None) -> Stack:
+    if engine:  # the last layer, above --set
+        assignments = (*assignments, f"deploy.engine={engine}")
     stack = Stack.load(config_file, assignments)
     xinference = stack.config.xinference
     if xinference.enabled and xinference.external is not None:
