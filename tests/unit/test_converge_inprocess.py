@@ -12,17 +12,17 @@ import pytest
 
 from difystack.clients.results import Completion
 from difystack.config_loader import load_config
-from difystack.endpoints import Endpoints, ServerEndpoint
+from difystack.endpoints import Endpoints, ServerEndpoint, stack_endpoints
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.xinference import create_app as create_xinference
+from difystack.paths import StackPaths
+from difystack.reconcile.context import ConvergeContext, RunOptions, Secrets
 from difystack.reconcile.converge import Converger, ConvergeResult
 from difystack.reconcile.desired import desired_state
 from difystack.reconcile.inventory import inventory
 from difystack.reconcile.report import StepFailed
-from difystack.reconcile.wiring import build_converger
 from difystack.reconcile.xinference_part import XinferencePart
-from difystack.secrets_store import SecretsStore
-from tests.conftest import Servers, converge, serve_app
+from tests.conftest import Servers, converge, serve_app, stack_at
 
 
 def kinds(result: ConvergeResult) -> list[tuple[str, str]]:
@@ -112,8 +112,7 @@ def test_models_shows_the_worker_each_running_model_is_on(servers: Servers, tmp_
     endpoints = Endpoints(
         servers.dify, ServerEndpoint(servers.xinference, servers.xinference, external=True), None
     )
-    secrets = SecretsStore(tmp_path / "state" / "secrets.yaml")
-    converger, _ = build_converger(config, endpoints, secrets, tmp_path / "state", tmp_path)
+    converger = Converger.for_stack(stack_at(config, tmp_path), endpoints)
     workers = {row.id: row.worker for row in inventory(converger) if row.server == "xinference"}
     status = httpx.get(f"{servers.xinference}/status").json()["workers"]
     assert len(workers) == 2 and set(workers.values()) == set(status)  # the fake's one worker
@@ -170,15 +169,12 @@ def test_plan_and_models_read_an_xinference_with_accounts_through_difystacks_adm
             env={}, assignments=["xinference.auth=true", "localai.enabled=false", "dify.enabled=false"]
         )
         endpoints = Endpoints("http://127.0.0.1:9", ServerEndpoint(url, url, external=False), None)
-        secrets = SecretsStore(tmp_path / "state" / "secrets.yaml")
 
         def converger() -> Converger:
-            built, _ = build_converger(
-                config, endpoints, secrets, tmp_path / "state", tmp_path, xinference_logs=server_log
-            )
-            return built
+            options = RunOptions(xinference_logs=server_log)
+            return Converger.for_stack(stack_at(config, tmp_path), endpoints, options)
 
-        before = sorted((a.kind, a.target) for a in converger().plan())
+        before = sorted((a.kind, a.target) for a in converger().plan().actions)
         assert before == [
             ("create-admin", "admin"),
             ("create-api-key", "for Dify"),
@@ -188,7 +184,7 @@ def test_plan_and_models_read_an_xinference_with_accounts_through_difystacks_adm
         assert {row.server_state for row in inventory(converger())} == {"missing"}
         result = converger().run()
         assert result.ok, result.failures
-        assert converger().plan() == []
+        assert converger().plan().actions == []
         assert {row.server_state for row in inventory(converger())} == {"running"}
 
 
@@ -202,7 +198,8 @@ def test_a_chat_answer_without_token_usage_fails_verification(tmp_path: Path) ->
     llm = next(
         d for d in desired_state(config, "http://x", None, tmp_path).xinference if d.model_type == "LLM"
     )
-    part = XinferencePart(_ChatWithoutUsage(), [llm])  # type: ignore[arg-type]
+    context = ConvergeContext(config, stack_endpoints(config), Secrets({}), StackPaths(tmp_path), tmp_path)
+    part = XinferencePart(context, _ChatWithoutUsage(), [llm])  # type: ignore[arg-type]
     with pytest.raises(StepFailed) as failed:
         part.verify(llm)
     assert failed.value.reason == "the chat completion carries no token usage"
