@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from difystack.clients.dify import DifyConsole
@@ -150,9 +151,10 @@ class Converger:
         if self.localai:
             ready = graph.add(LOCALAI_READY, self._gate(LOCALAI_READY))
             for deployment in self.desired.localai:
-                name = localai_step(deployment)
-                graph.add(name, self._deploy_localai(deployment), after=[ready, *input_checks])
-                model_tasks[f"localai/{deployment.name}"] = name
+                name, key = localai_step(deployment), f"localai/{deployment.name}"
+                deploy = partial(self.localai.deploy, deployment)
+                graph.add(name, self._deploy(key, deploy), after=[ready, *input_checks])
+                model_tasks[key] = name
         if self.dify:
             self._add_dify(graph, self.dify, model_tasks, input_checks)
         return graph
@@ -166,9 +168,10 @@ class Converger:
             if part.accounts.external:  # its login comes from the user
                 input_checks.append(first)
         for deployment in self.desired.xinference:
-            name = xinference_step(deployment)
-            graph.add(name, self._deploy_xinference(deployment), after=[first], group="xinference-launch")
-            model_tasks[f"xinference/{deployment.uid}"] = name
+            name, key = xinference_step(deployment), f"xinference/{deployment.uid}"
+            deploy = partial(part.deploy, deployment)
+            graph.add(name, self._deploy(key, deploy), after=[first], group="xinference-launch")
+            model_tasks[key] = name
 
     def _add_dify(
         self, graph: TaskGraph, part: DifyPart, model_tasks: dict[str, str], input_checks: list[str]
@@ -223,24 +226,13 @@ class Converger:
 
         return task
 
-    def _deploy_xinference(self, deployment: XinferenceDeployment) -> Callable[[], None]:
-        def task() -> None:
-            assert self.xinference is not None
-            outcome = self.xinference.converge(deployment)
-            if outcome.launched:
-                detail = self.xinference.verify(deployment, outcome.description)
-                self._remember(f"xinference/{deployment.uid}", detail)
-                self.context.report(xinference_step(deployment), "ready", f"running, {detail}")
+    def _deploy(self, key: str, deploy: Callable[[], str | None]) -> Callable[[], None]:
+        """A model step; what proved a newly deployed model answers is kept for its registration."""
 
-        return task
-
-    def _deploy_localai(self, deployment: LocalAIDeployment) -> Callable[[], None]:
         def task() -> None:
-            assert self.localai is not None
-            if self.localai.converge(deployment):
-                detail = self.localai.verify(deployment)
-                self._remember(f"localai/{deployment.name}", detail)
-                self.context.report(localai_step(deployment), "ready", f"installed, {detail}")
+            verified = deploy()
+            if verified is not None:
+                self._remember(key, verified)
 
         return task
 

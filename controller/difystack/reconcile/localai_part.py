@@ -60,6 +60,14 @@ class LocalAIPart(ServerPart[LocalAIClient, LocalAIDeployment, set[str]]):
     def diff_all(self, view: LocalAIView) -> list[Action]:
         return [action for deployment in self.deployments for action in diff(deployment, view)]
 
+    def deploy(self, deployment: LocalAIDeployment) -> str | None:
+        """The model's step of ``up``; when it was installed now, what proved that it answers."""
+        if not self.converge(deployment):
+            return None
+        verified = self.verify(deployment)
+        self.context.report(step_name(deployment), "ready", f"installed, {verified}")
+        return verified
+
     def converge(self, deployment: LocalAIDeployment) -> bool:
         """Make the model listed; returns True when it was installed in this run."""
         actions = diff(deployment, self.observe())

@@ -210,6 +210,15 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, Holdings
 
     # -- apply ----------------------------------------------------------------------------------
 
+    def deploy(self, deployment: XinferenceDeployment) -> str | None:
+        """The model's step of ``up``; when it was launched now, what proved that it answers."""
+        outcome = self.converge(deployment)
+        if not outcome.launched:
+            return None
+        verified = self.verify(deployment, outcome.description)
+        self.context.report(step_name(deployment), "ready", f"running, {verified}")
+        return verified
+
     def converge(self, deployment: XinferenceDeployment) -> ModelOutcome:
         step = step_name(deployment)
         actions = diff(deployment, self)
