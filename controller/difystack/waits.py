@@ -245,12 +245,13 @@ def wait_for(
     target: WaitTarget,
     on_update: Callable[[WaitStatus], None] | None = None,
     cancel: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> WaitStatus:
     """Wait for one target in this thread; its final status (``cancelled`` once ``cancel`` is set).
 
     An exception raised by the probe ends the wait and is raised again here, unchanged.
     """
-    group = WaitGroup([target], on_update, cancel=cancel)
+    group = WaitGroup([target], on_update, clock, cancel)
     group._wait_one(target, fail_fast=False)
     status = group.statuses[target.name]
     if status.error is not None:
