@@ -205,9 +205,10 @@ def external_endpoints(servers: Servers) -> Endpoints:
     )
 
 
-def converge(
-    servers: Servers, tmp_path: Path, assignments: list[str] = ()
-) -> tuple[ConvergeResult, CallJournal]:
+def converger_on(
+    servers: Servers, tmp_path: Path, assignments: list[str] = (), options: RunOptions | None = None
+) -> Converger:
+    """The built-in stack with the fakes as its external servers; state in ``tmp_path / "state"``."""
     config = load_config(
         env={},
         assignments=[
@@ -219,8 +220,14 @@ def converge(
     stack = stack_at(config, tmp_path)
     stack.secrets_store.ensure()
     stack.secrets_store.set("init_password", "init-Passw0rd")
+    return Converger.for_stack(stack, external_endpoints(servers), options)
+
+
+def converge(
+    servers: Servers, tmp_path: Path, assignments: list[str] = ()
+) -> tuple[ConvergeResult, CallJournal]:
     journal = CallJournal()
-    converger = Converger.for_stack(stack, external_endpoints(servers), RunOptions(journal=journal))
+    converger = converger_on(servers, tmp_path, assignments, RunOptions(journal=journal))
     result = converger.run()
     converger.save_state()
     return result, journal

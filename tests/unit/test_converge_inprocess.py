@@ -17,12 +17,12 @@ from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.xinference import create_app as create_xinference
 from difystack.paths import StackPaths
 from difystack.reconcile.context import ConvergeContext, RunOptions, Secrets
-from difystack.reconcile.converge import Converger, ConvergeResult
+from difystack.reconcile.converge import Converger, ConvergeResult, Plan
 from difystack.reconcile.desired import desired_state
 from difystack.reconcile.inventory import inventory
 from difystack.reconcile.report import StepFailed
 from difystack.reconcile.xinference_part import XinferencePart
-from tests.conftest import Servers, converge, serve_app, stack_at
+from tests.conftest import Servers, converge, converger_on, serve_app, stack_at
 
 
 def kinds(result: ConvergeResult) -> list[tuple[str, str]]:
@@ -55,11 +55,28 @@ def test_first_run_does_everything_and_second_run_changes_nothing(servers: Serve
     second, journal = converge(servers, tmp_path)
     assert second.ok and second.actions == []
     assert journal.mutating == []  # the saved session spares even the login
+    # plan and models read the same diff: nothing to do, everything in place.
+    assert converger_on(servers, tmp_path).plan() == Plan([], [])
+    rows = {(row.id, row.server_state, row.dify_state) for row in inventory(converger_on(servers, tmp_path))}
+    assert rows == {
+        ("qwen2.5-instruct-0.5b", "running", "registered"),
+        ("bge-small-en-v1.5", "running", "registered"),
+        ("qwen3-0.6b", "installed", "registered"),
+        ("granite-embedding-107m", "installed", "registered"),
+    }
 
 
 def test_changed_credentials_are_updated_in_place(servers: Servers, tmp_path: Path) -> None:
     assert converge(servers, tmp_path)[0].ok
-    changed, _ = converge(servers, tmp_path, ["xinference.models.0.invoke_timeout=120"])
+    change = ["xinference.models.0.invoke_timeout=120"]
+    # plan, models and up decide with the same diff.
+    planned = converger_on(servers, tmp_path, change).plan()
+    assert [(a.kind, a.target) for a in planned.actions] == [
+        ("update-credential", "xinference/qwen2.5-instruct-0.5b (llm)")
+    ]
+    rows = {row.id: row.dify_state for row in inventory(converger_on(servers, tmp_path, change))}
+    assert rows["qwen2.5-instruct-0.5b"] == "differs" and rows["bge-small-en-v1.5"] == "registered"
+    changed, _ = converge(servers, tmp_path, change)
     assert changed.ok, changed.failures
     assert kinds(changed) == [("update-credential", "xinference/qwen2.5-instruct-0.5b (llm)")]
 
