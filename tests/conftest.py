@@ -110,7 +110,7 @@ def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
 
 
 def wait_until_done(
-    strategy: WaitStrategy, timeout: float = 10.0, stall_timeout: float | None = None, poll: float = 0.05
+    strategy: WaitStrategy, timeout: float = 30.0, stall_timeout: float | None = None, poll: float = 0.05
 ) -> WaitStatus:
     """One wait of difystack's waits runner, to its end (what the probe raises is raised)."""
     return wait_for(WaitTarget("test wait", strategy, timeout, stall_timeout or timeout, poll))
