@@ -17,16 +17,19 @@ import uvicorn
 from difystack import settings
 from difystack.clients.http import CallJournal
 from difystack.config_loader import load_config
+from difystack.config_model import StackConfig
 from difystack.endpoints import Endpoints, ServerEndpoint
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.dify_api import create_app as create_api
 from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
 from difystack.fakes.localai import create_app as create_localai
 from difystack.fakes.xinference import create_app as create_xinference
+from difystack.paths import StackPaths
 from difystack.preflight import free_port
-from difystack.reconcile.converge import ConvergeResult
-from difystack.reconcile.wiring import build_converger
-from difystack.secrets_store import SecretsStore
+from difystack.reconcile.context import RunOptions
+from difystack.reconcile.converge import Converger, ConvergeResult
+from difystack.stack import Stack
+from difystack.waits import WaitStatus, WaitStrategy, WaitTarget, wait_for
 
 pytest_plugins = ["pytester"]
 
@@ -104,6 +107,13 @@ def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_until_done(
+    strategy: WaitStrategy, timeout: float = 30.0, stall_timeout: float | None = None, poll: float = 0.05
+) -> WaitStatus:
+    """One wait of difystack's waits runner, to its end (what the probe raises is raised)."""
+    return wait_for(WaitTarget("test wait", strategy, timeout, stall_timeout or timeout, poll))
 
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -209,9 +219,24 @@ def servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Servers]
         yield Servers(dify, xinference, localai)
 
 
-def converge(
-    servers: Servers, tmp_path: Path, assignments: list[str] = ()
-) -> tuple[ConvergeResult, CallJournal]:
+def stack_at(config: StackConfig, tmp_path: Path) -> Stack:
+    """A stack whose state directory is ``tmp_path / "state"`` and whose stack file is in ``tmp_path``."""
+    return Stack(config, None, StackPaths(tmp_path / "state"), tmp_path)
+
+
+def external_endpoints(servers: Servers) -> Endpoints:
+    """The fakes as a stack whose Dify runs on this machine reaches them."""
+    return Endpoints(
+        servers.dify,
+        ServerEndpoint(servers.xinference, servers.xinference, external=True),
+        ServerEndpoint(servers.localai, servers.localai, external=True),
+    )
+
+
+def converger_on(
+    servers: Servers, tmp_path: Path, assignments: list[str] = (), options: RunOptions | None = None
+) -> Converger:
+    """The built-in stack with the fakes as its external servers; state in ``tmp_path / "state"``."""
     config = load_config(
         env={},
         assignments=[
@@ -220,18 +245,17 @@ def converge(
             *assignments,
         ],
     )
-    endpoints = Endpoints(
-        servers.dify,
-        ServerEndpoint(servers.xinference, servers.xinference, external=True),
-        ServerEndpoint(servers.localai, servers.localai, external=True),
-    )
-    secrets = SecretsStore(tmp_path / "state" / "secrets.yaml")
-    secrets.ensure()
-    secrets.set("init_password", "init-Passw0rd")
+    stack = stack_at(config, tmp_path)
+    stack.secrets_store.ensure()
+    stack.secrets_store.set("init_password", "init-Passw0rd")
+    return Converger.for_stack(stack, external_endpoints(servers), options)
+
+
+def converge(
+    servers: Servers, tmp_path: Path, assignments: list[str] = ()
+) -> tuple[ConvergeResult, CallJournal]:
     journal = CallJournal()
-    converger, save = build_converger(
-        config, endpoints, secrets, tmp_path / "state", tmp_path, journal=journal
-    )
+    converger = converger_on(servers, tmp_path, assignments, RunOptions(journal=journal))
     result = converger.run()
-    save()
+    converger.save_state()
     return result, journal

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from difystack.registration import Registration
+
 STACK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SUPPORTED_DIFY = ((1, 0, 0), (1, 13, 99))
 DifyModelType = Literal["llm", "text-embedding", "rerank"]
@@ -482,22 +484,20 @@ class StackConfig(Strict):
         if self.dify.default_models is None:
             chosen: dict[str, Registration] = {}
             for registration in registered:
-                if registration.dify_type in ("llm", "text-embedding"):
-                    chosen.setdefault(registration.dify_type, registration)
+                if registration.model_type in ("llm", "text-embedding"):
+                    chosen.setdefault(registration.model_type, registration)
             return chosen
         resolved: dict[str, Registration] = {}
         for model_type, ref in self.dify.default_models.items():
             provider, _, name = ref.rpartition("/") if "/" in ref else ("", "", ref)
-            matches = [
-                r for r in registered if r.dify_name == name and (not provider or r.provider == provider)
-            ]
+            matches = [r for r in registered if r.model == name and (not provider or r.provider == provider)]
             where = f"dify.default_models.{model_type}"
             if not matches:
                 raise ValueError(f"{where}: {ref!r} is not a model registered in Dify by this stack")
             if len(matches) > 1:
                 raise ValueError(f"{where}: {ref!r} is ambiguous; write xinference/{name} or localai/{name}")
-            if matches[0].dify_type != model_type:
-                raise ValueError(f"{where}: {ref!r} is a {matches[0].dify_type} model, not {model_type}")
+            if matches[0].model_type != model_type:
+                raise ValueError(f"{where}: {ref!r} is a {matches[0].model_type} model, not {model_type}")
             resolved[model_type] = matches[0]
         return resolved
 
@@ -515,32 +515,24 @@ class StackConfig(Strict):
         found: list[Registration] = []
         if self.xinference.enabled:
             found += [
-                Registration("xinference", m.display_name, DIFY_TYPE_OF_KIND[m.type], m.uid)
-                for m in self.xinference.models
+                Registration(
+                    "xinference",
+                    m.display_name,
+                    DIFY_TYPE_OF_KIND[m.type],
+                    {},
+                    m.uid,
+                    f"xinference.models[{i}]",
+                )
+                for i, m in enumerate(self.xinference.models)
                 if m.register_in_dify
             ]
         if self.localai.enabled:
             found += [
-                Registration("localai", m.name, DIFY_TYPE_OF_KIND[m.type], m.name)
-                for m in self.localai.models
+                Registration("localai", m.name, DIFY_TYPE_OF_KIND[m.type], {}, m.name, f"localai.models[{i}]")
+                for i, m in enumerate(self.localai.models)
                 if m.register_in_dify
             ]
         return found
-
-
-class Registration:
-    """One model as Dify will know it: provider short name, Dify model name and type."""
-
-    __slots__ = ("dify_name", "dify_type", "provider", "server_id")
-
-    def __init__(self, provider: str, dify_name: str, dify_type: str, server_id: str) -> None:
-        self.provider = provider
-        self.dify_name = dify_name
-        self.dify_type = dify_type
-        self.server_id = server_id
-
-    def __repr__(self) -> str:
-        return f"Registration({self.provider}/{self.dify_name} {self.dify_type})"
 
 
 def _reject_duplicates(values: list[str], what: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +27,14 @@ from difystack.readiness import (
     endpoint_targets,
     expected_workers,
 )
-from difystack.reconcile.converge import DIFY_READY, LOCALAI_READY, XINFERENCE_READY, ConvergeResult, Gate
-from difystack.reconcile.wiring import StateFile, build_converger
+from difystack.reconcile.context import Gate, RunOptions
+from difystack.reconcile.converge import (
+    DIFY_READY,
+    LOCALAI_READY,
+    XINFERENCE_READY,
+    Converger,
+    ConvergeResult,
+)
 from difystack.stack import Stack
 from difystack.waits import CachedStates, WaitGroup, WaitStatus
 
@@ -162,7 +169,7 @@ class Lifecycle:
         return UpResult(self.project, timer, statuses, result, journal)
 
     def _unchanged_and_running(self, fingerprint: str, states: list[ServiceState]) -> bool:
-        if StateFile(self.stack.paths.state).read().get("project_fingerprint") != fingerprint:
+        if self.stack.paths.state_file.read().get("project_fingerprint") != fingerprint:
             return False
         by_service = {state.service: state for state in states}
         for service, one_shot in self.project.service_kinds().items():
@@ -176,10 +183,7 @@ class Lifecycle:
         return True
 
     def _remember_started(self, fingerprint: str) -> None:
-        state = StateFile(self.stack.paths.state)
-        data = state.read()
-        data["project_fingerprint"] = fingerprint
-        state.write(data)
+        self.stack.paths.state_file.update(project_fingerprint=fingerprint)
 
     def wait_and_converge(
         self, timeouts: Timeouts, seed: list[ServiceState] | None = None
@@ -209,20 +213,7 @@ class Lifecycle:
             keeper.fail_all("interrupted")
 
         journal = CallJournal()
-        converger, save_state = build_converger(
-            self.stack.config,
-            stack_endpoints(self.stack.config),
-            self.stack.secrets_store,
-            self.stack.paths.root,
-            self.stack.config_dir,
-            gates=gates,
-            report=StepRows(view),
-            on_interrupt=stop_waiting,
-            journal=journal,
-            xinference_logs=lambda: self.project.logs("xinference", tail=2000),
-            timeout=timeouts.total,
-            stall_timeout=timeouts.stall,
-        )
+        converger = self._converger(view, journal, gates, timeouts, stop_waiting)
         wait_results: dict[str, WaitStatus] = {}
         wait_error: list[BaseException] = []
 
@@ -247,15 +238,39 @@ class Lifecycle:
                 hint="run `difystack up` again to continue, or `difystack down` to stop",
             ) from None
         finally:
-            save_state()
+            converger.save_state()
         if wait_error:
             raise wait_error[0]
-        failed = [s for s in wait_results.values() if not s.ok and s.state != "cancelled"]
+        self._raise_for_failures(wait_results, states, result)
+        return wait_results, result, journal
+
+    def _converger(
+        self,
+        view: WaitView,
+        journal: CallJournal,
+        gates: dict[str, Gate],
+        timeouts: Timeouts,
+        on_interrupt: Callable[[], None],
+    ) -> Converger:
+        options = RunOptions(
+            report=StepRows(view),
+            journal=journal,
+            gates=gates,
+            xinference_logs=lambda: self.project.logs("xinference", tail=2000),
+            timeout=timeouts.total,
+            stall_timeout=timeouts.stall,
+            on_interrupt=on_interrupt,
+        )
+        return Converger.for_stack(self.stack, stack_endpoints(self.stack.config), options)
+
+    def _raise_for_failures(
+        self, waits: dict[str, WaitStatus], states: CachedStates, result: ConvergeResult
+    ) -> None:
+        failed = [s for s in waits.values() if not s.ok and s.state != "cancelled"]
         if failed:
             self._report_failure(failed, states())
         if not result.ok:
             self._report_converge_failures(result)
-        return wait_results, result, journal
 
     def _report_converge_failures(self, result: ConvergeResult) -> None:
         for failure in result.failures:

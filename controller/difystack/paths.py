@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
 from difystack import settings
+from difystack.secrets_store import write_private
 
 HOME_ENV = settings.HOME.name
 
@@ -43,9 +46,39 @@ class StackPaths:
     def state(self) -> Path:
         return self.root / "state.json"
 
+    @property
+    def state_file(self) -> StateFile:
+        return StateFile(self.state)
+
+    @property
+    def dify_session(self) -> Path:
+        """The Dify console session kept between runs, so a re-run need not log in."""
+        return self.root / "dify-session.json"
+
     def ensure_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
+
+
+class StateFile:
+    """Small facts kept between runs (the project's fingerprint, credential fingerprints), 0600."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(self.path, json.dumps(data, indent=2, sort_keys=True))
+
+    def update(self, **values: Any) -> None:
+        self.write({**self.read(), **values})
 
 
 def templates_dir() -> Path:

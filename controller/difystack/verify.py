@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from difystack.clients.dify_apps import DatasetKey, DifyApps
 from difystack.clients.http import HttpError
 from difystack.errors import DifystackError
-from difystack.reconcile.desired import Registration
+from difystack.registration import Registration
 from difystack.waits import Probe, WaitGroup, WaitStrategy, WaitTarget
 
 THROWAWAY_PREFIX = "difystack-verify-"

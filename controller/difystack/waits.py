@@ -1,9 +1,11 @@
-"""Composable readiness checks, run concurrently with stall-aware timeouts.
+"""Composable waits, run concurrently with stall-aware timeouts: difystack's one poll loop.
 
 A ``WaitStrategy`` makes one attempt and returns a ``Probe``: ready or not, a short detail for
 the progress view, and whether the target has failed for good (an exited container, say). The
 runner polls every target in its own thread and gives up on a target when it fails, when its
 observable state has not changed for ``stall_timeout`` seconds, or after ``timeout`` seconds.
+Services' readiness, model launches, LocalAI jobs and plugin installs all wait through it
+(``wait_for`` runs one target in the calling thread).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Probe:
     ready: bool
     detail: str
     failed: bool = False
+    # A finer progress marker than ``detail`` (a download fraction): any change restarts the stall clock.
+    marker: Any = None
 
 
 class WaitStrategy(ABC):
@@ -136,6 +140,7 @@ class WaitStatus:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     last_change: float = field(default_factory=time.monotonic)
+    error: Exception | None = None  # what the probe raised, when it ended the wait
 
     @property
     def elapsed(self) -> float:
@@ -158,11 +163,12 @@ class WaitGroup:
         targets: Sequence[WaitTarget],
         on_update: Callable[[WaitStatus], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.targets = list(targets)
         self.on_update = on_update or (lambda status: None)
         self.clock = clock
-        self.cancelled = threading.Event()
+        self.cancelled = cancel or threading.Event()
         self.statuses = {
             t.name: WaitStatus(t.name, started=clock(), last_change=clock()) for t in self.targets
         }
@@ -194,9 +200,10 @@ class WaitGroup:
             try:
                 probe = target.strategy.probe()
             except Exception as exc:  # a probe bug must not hang the whole wait
+                status.error = exc
                 probe = Probe(False, f"probe error: {exc}", failed=True)
             now = self.clock()
-            observed = (probe.ready, probe.detail)
+            observed = (probe.ready, probe.detail, probe.marker)
             if observed != last_observed:
                 last_observed = observed
                 status.last_change = now
@@ -232,6 +239,24 @@ class WaitGroup:
         self.on_update(status)
         if cancel_others:
             self.cancel()
+
+
+def wait_for(
+    target: WaitTarget,
+    on_update: Callable[[WaitStatus], None] | None = None,
+    cancel: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> WaitStatus:
+    """Wait for one target in this thread; its final status (``cancelled`` once ``cancel`` is set).
+
+    An exception raised by the probe ends the wait and is raised again here, unchanged.
+    """
+    group = WaitGroup([target], on_update, clock, cancel)
+    group._wait_one(target, fail_fast=False)
+    status = group.statuses[target.name]
+    if status.error is not None:
+        raise status.error
+    return status
 
 
 class CachedStates:

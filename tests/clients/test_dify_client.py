@@ -24,10 +24,10 @@ from difystack.clients.dify import (
     LoginLocked,
     NotSupportedByVersion,
     PluginInstallFailed,
-    PluginInstallTimeout,
+    PluginTaskWait,
 )
 from difystack.clients.http import HttpError, TransientHttpError
-from difystack.clients.localai import LocalAIClient
+from difystack.clients.localai import JobWait, LocalAIClient
 from difystack.clients.xinference import XinferenceClient
 from difystack.errors import DifystackError
 from difystack.fakes import difypkg
@@ -37,7 +37,7 @@ from difystack.fakes.dify_plugin_daemon import create_app as create_daemon
 from difystack.fakes.localai import create_app as create_localai
 from difystack.fakes.xinference import create_app as create_xinference
 from tests.clients import RequestRecorder, ScriptedServer, dify_error
-from tests.conftest import free_port, serve_app
+from tests.conftest import free_port, serve_app, wait_until_done
 from tests.fakes.real_plugins import marketplace_identifier, marketplace_package, real_plugins_env
 
 ADMIN_EMAIL = "admin@example.com"
@@ -88,7 +88,7 @@ def model_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelSer
             )
         with LocalAIClient(localai_url) as localai:
             job = localai.apply({"id": "localai@llama-3.2-1b-instruct:q4_k_m", "name": "llama"})
-            localai.wait_for_job(job, timeout=10, poll=0.02)
+            assert wait_until_done(JobWait(localai, job)).ok
         yield ModelServers(xinference_url, localai_url)
 
 
@@ -147,7 +147,7 @@ def install_official(console: DifyConsole, *plugin_ids: str) -> None:
     identifiers = list(console.latest_versions(plugin_ids).values())
     task_id = console.install_from_marketplace(identifiers)
     assert task_id is not None
-    console.wait_for_task(task_id, timeout=10, poll=0.05)
+    assert wait_until_done(PluginTaskWait(console, task_id)).ok
 
 
 def xinference_credentials(server_url: str, uid: str, invoke_timeout: str = "60") -> dict[str, str]:
@@ -204,10 +204,10 @@ def test_full_flow_on_1_13_3(tmp_path: Path, model_servers: ModelServers) -> Non
         }
         assert task_id
         statuses: list[str] = []
-        task = console.wait_for_task(
-            task_id, timeout=10, poll=0.02, on_progress=lambda t: statuses.append(t["status"])
-        )
-        assert task["status"] == "success" and statuses[-1] == "success"
+        tasks: list[dict] = []
+        waited = wait_until_done(PluginTaskWait(console, task_id, on_progress=tasks.append))
+        statuses = [t["status"] for t in tasks]
+        assert waited.ok and statuses[-1] == "success"
         assert "running" in statuses or "pending" in statuses
         assert console.install_from_marketplace([xinference_id]) is None  # all installed
 
@@ -219,7 +219,9 @@ def test_full_flow_on_1_13_3(tmp_path: Path, model_servers: ModelServers) -> Non
         assert b'name="pkg"; filename="localai-0.0.8.difypkg"' in upload.raw
         upload_task = console.install_packages([localai_id])
         assert upload_task is not None
-        assert console.wait_for_task(upload_task, timeout=10, poll=0.02)["plugins"][0]["source"] == "package"
+        tasks.clear()
+        assert wait_until_done(PluginTaskWait(console, upload_task, on_progress=tasks.append)).ok
+        assert tasks[-1]["plugins"][0]["source"] == "package"
 
         installed = console.installed_plugins()
         assert set(installed) == {"langgenius/xinference", "langgenius/localai"}
@@ -436,7 +438,7 @@ def test_a_failed_install_task_names_each_plugin(tmp_path: Path) -> None:
         identifiers = list(console.latest_versions(["langgenius/xinference", "langgenius/localai"]).values())
         task_id = console.install_from_marketplace(identifiers)
         with pytest.raises(PluginInstallFailed) as failed:
-            console.wait_for_task(task_id, timeout=10, poll=0.02)
+            wait_until_done(PluginTaskWait(console, task_id))
         assert [plugin_id for plugin_id, _ in failed.value.failures] == ["langgenius/xinference"]
         assert failed.value.failures[0][1].startswith("failed to install dependencies: ")
         assert f"plugin install task {task_id} failed: langgenius/xinference: failed to install" in str(
@@ -726,7 +728,7 @@ def test_transient_503_is_retried_for_reads_but_not_for_credential_writes() -> N
     assert len(server.to("POST", credentials_path)) == 1
 
 
-def test_wait_for_task_times_out_naming_what_is_pending() -> None:
+def test_a_plugin_task_that_never_ends_times_out_naming_what_is_pending() -> None:
     running = {
         "task": {
             "id": "t1",
@@ -742,10 +744,11 @@ def test_wait_for_task_times_out_naming_what_is_pending() -> None:
     )
     with DifyConsole("http://dify.local", transport=server.transport()) as console:
         console.login(ADMIN_EMAIL, ADMIN_PASSWORD)
-        with pytest.raises(PluginInstallTimeout) as timed_out:
-            console.wait_for_task("t1", timeout=0.15, poll=0.05)
-    assert "plugin install task t1 still running after 0.15 s (langgenius/xinference: running)" in str(
-        timed_out.value
+        status = wait_until_done(PluginTaskWait(console, "t1"), timeout=0.15, stall_timeout=10)
+    assert status.state == "timeout"
+    assert (
+        status.detail
+        == "install task running, 0/1 plugins (langgenius/xinference: running) (gave up after 0s)"
     )
 
 

@@ -6,16 +6,17 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from difystack.clients.http import HttpError, TransientHttpError
-from difystack.clients.localai import JobStatus, LocalAIClient, LocalAIJobFailed, LocalAIJobTimeout
+from difystack.clients.localai import JobStatus, JobWait, LocalAIClient, LocalAIJobFailed
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.localai import create_app
 from tests.clients import RequestRecorder, ScriptedServer
-from tests.conftest import free_port, serve_app
+from tests.conftest import free_port, serve_app, wait_until_done
 
 LLAMA = {"id": "localai@llama-3.2-1b-instruct:q4_k_m", "name": "llama"}
 GRANITE = {"id": "localai@granite-embedding-107m-multilingual", "name": "text-embedding-ada-002"}
@@ -34,8 +35,16 @@ def client(localai_url: str) -> Iterator[LocalAIClient]:
         yield localai
 
 
+def wait_job(client: LocalAIClient, job_uuid: str, **kwargs: Any) -> JobStatus:
+    """Follow a job through the waits runner; its last status."""
+    seen: list[JobStatus] = []
+    status = wait_until_done(JobWait(client, job_uuid, on_progress=seen.append, **kwargs))
+    assert status.ok, status
+    return seen[-1]
+
+
 def install(client: LocalAIClient, body: dict) -> JobStatus:
-    return client.wait_for_job(client.apply(body), timeout=10, poll=0.05)
+    return wait_job(client, client.apply(body))
 
 
 def test_apply_then_poll_the_job_until_the_model_is_listed_then_chat(client: LocalAIClient) -> None:
@@ -46,7 +55,8 @@ def test_apply_then_poll_the_job_until_the_model_is_listed_then_chat(client: Loc
     assert "llama" not in client.models()
 
     seen: list[JobStatus] = []
-    final = client.wait_for_job(job_uuid, timeout=10, poll=0.05, on_progress=seen.append)
+    assert wait_until_done(JobWait(client, job_uuid, on_progress=seen.append)).ok
+    final = seen[-1]
     assert recorder.last("GET", f"/models/jobs/{job_uuid}")
     assert any(not status.processed for status in seen), "the job was never seen running"
     assert all(not status.failed for status in seen)
@@ -95,7 +105,7 @@ def test_embeddings_have_the_dimension_of_the_installed_model(client: LocalAICli
 def test_a_failed_install_is_detected_and_raised_with_the_server_error(client: LocalAIClient) -> None:
     job_uuid = client.apply({"id": "localai@no-such-model", "name": "ghost"})
     with pytest.raises(LocalAIJobFailed) as failed:
-        client.wait_for_job(job_uuid, timeout=10, poll=0.05, what="install of ghost")
+        wait_until_done(JobWait(client, job_uuid, what="install of ghost"))
     status = client.job(job_uuid)
     assert status.processed and status.failed
     assert status.error and "no-such-model" in status.error
@@ -109,7 +119,7 @@ def test_delete_removes_the_model(client: LocalAIClient) -> None:
     install(client, {"id": "localai@qwen3-0.6b", "name": "to-delete"})
     assert "to-delete" in client.models()
     recorder = RequestRecorder(client)
-    final = client.wait_for_job(client.delete("to-delete"), timeout=10, poll=0.05)
+    final = wait_job(client, client.delete("to-delete"))
     assert recorder.last("POST", "/models/delete/to-delete")
     assert final.processed and not final.failed
     assert "to-delete" not in client.models()
@@ -179,18 +189,16 @@ def test_job_failure_follows_the_reference_rule(body: dict, failed: bool, error:
     assert status.error == error
 
 
-def test_wait_for_job_times_out_with_the_last_state() -> None:
+def test_a_job_that_never_finishes_times_out_with_its_last_state() -> None:
     server = ScriptedServer().on(
         "GET",
         "/models/jobs/j1",
-        httpx.Response(200, json={"processed": False, "message": "queued", "progress": 0}),
+        httpx.Response(200, json={"processed": False, "message": "downloading", "progress": 40}),
     )
-    with (
-        LocalAIClient("http://localai:8080", transport=server.transport()) as client,
-        pytest.raises(LocalAIJobTimeout) as timed_out,
-    ):
-        client.wait_for_job("j1", timeout=0.2, poll=0.05)
-    assert "did not finish within 0.2 s (last: queued, 0%)" in str(timed_out.value)
+    with LocalAIClient("http://localai:8080", transport=server.transport()) as client:
+        status = wait_until_done(JobWait(client, "j1"), timeout=0.2, stall_timeout=10)
+    assert status.state == "timeout"
+    assert status.detail == "downloading 40% (gave up after 0s)"
 
 
 def test_apply_is_never_retried_but_reads_are() -> None:

@@ -20,7 +20,7 @@ import yaml
 
 from difystack.clients.dify import DifyConsole
 from difystack.clients.xinference import XinferenceClient
-from difystack.reconcile.converge import SETUP_TOKEN
+from difystack.reconcile.xinference_accounts import SETUP_TOKEN
 from tests.conftest import free_port
 from tests.docker.conftest import StackUnderTest
 from tests.docker.fakes_access import (

@@ -134,11 +134,15 @@ def test_plan_of_a_stack_that_is_not_running_lists_every_step(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     actions = [(a["part"], a["kind"], a["target"], a["detail"]) for a in json.loads(result.stdout)]
     assert actions[0][:3] == ("compose", "render-and-start", "difystack")
+    assert actions[1] == ("compose", "start", "difystack", "xinference, dify are not reachable")
+    # The one diff, against servers as they start: every step of a first `up`.
     assert actions[2:] == [
         ("xinference", "register-custom", "my-mini", "file:///models/mini"),
         ("xinference", "launch", "mini", "my-mini"),
-        ("dify", "create-credential", "xinference/mini (text-embedding)", ""),
-        ("dify", "set-default-models", "", ""),
+        ("dify", "create-admin", "admin@example.com", ""),
+        ("dify", "install-plugins", "langgenius/xinference", "marketplace"),
+        ("dify", "create-credential", "xinference/mini (text-embedding)", "http://xinference:9997"),
+        ("dify", "set-default-models", "text-embedding=xinference/mini", ""),
     ]
 
 

@@ -19,7 +19,7 @@ def test_embedded_default_declares_dify_xinference_localai_with_models() -> None
     config = load_config()
     assert config.dify.enabled and config.xinference.enabled and config.localai.enabled
     assert config.bind_address == "127.0.0.1"
-    kinds = {(r.provider, r.dify_type) for r in config.registered_models()}
+    kinds = {(r.provider, r.model_type) for r in config.registered_models()}
     assert kinds == {
         ("xinference", "llm"),
         ("xinference", "text-embedding"),
@@ -27,8 +27,8 @@ def test_embedded_default_declares_dify_xinference_localai_with_models() -> None
         ("localai", "text-embedding"),
     }
     defaults = config.default_models()
-    assert (defaults["llm"].provider, defaults["llm"].dify_name) == ("xinference", "qwen2.5-instruct-0.5b")
-    assert defaults["text-embedding"].dify_name == "bge-small-en-v1.5"
+    assert (defaults["llm"].provider, defaults["llm"].model) == ("xinference", "qwen2.5-instruct-0.5b")
+    assert defaults["text-embedding"].model == "bge-small-en-v1.5"
 
 
 def test_layers_apply_in_order_defaults_file_env_set(tmp_path: Path) -> None:

@@ -12,17 +12,17 @@ import pytest
 
 from difystack.clients.results import Completion
 from difystack.config_loader import load_config
-from difystack.endpoints import Endpoints, ServerEndpoint
+from difystack.endpoints import Endpoints, ServerEndpoint, stack_endpoints
 from difystack.fakes.behaviour import Behaviour
 from difystack.fakes.xinference import create_app as create_xinference
-from difystack.reconcile.converge import Converger, ConvergeResult
+from difystack.paths import StackPaths
+from difystack.reconcile.context import ConvergeContext, RunOptions, Secrets
+from difystack.reconcile.converge import Converger, ConvergeResult, Plan
 from difystack.reconcile.desired import desired_state
 from difystack.reconcile.inventory import inventory
 from difystack.reconcile.report import StepFailed
-from difystack.reconcile.wiring import build_converger
 from difystack.reconcile.xinference_part import XinferencePart
-from difystack.secrets_store import SecretsStore
-from tests.conftest import Servers, converge, serve_app
+from tests.conftest import Servers, converge, converger_on, serve_app, stack_at
 
 
 def kinds(result: ConvergeResult) -> list[tuple[str, str]]:
@@ -55,11 +55,28 @@ def test_first_run_does_everything_and_second_run_changes_nothing(servers: Serve
     second, journal = converge(servers, tmp_path)
     assert second.ok and second.actions == []
     assert journal.mutating == []  # the saved session spares even the login
+    # plan and models read the same diff: nothing to do, everything in place.
+    assert converger_on(servers, tmp_path).plan() == Plan([], [])
+    rows = {(row.id, row.server_state, row.dify_state) for row in inventory(converger_on(servers, tmp_path))}
+    assert rows == {
+        ("qwen2.5-instruct-0.5b", "running", "registered"),
+        ("bge-small-en-v1.5", "running", "registered"),
+        ("qwen3-0.6b", "installed", "registered"),
+        ("granite-embedding-107m", "installed", "registered"),
+    }
 
 
 def test_changed_credentials_are_updated_in_place(servers: Servers, tmp_path: Path) -> None:
     assert converge(servers, tmp_path)[0].ok
-    changed, _ = converge(servers, tmp_path, ["xinference.models.0.invoke_timeout=120"])
+    change = ["xinference.models.0.invoke_timeout=120"]
+    # plan, models and up decide with the same diff.
+    planned = converger_on(servers, tmp_path, change).plan()
+    assert [(a.kind, a.target) for a in planned.actions] == [
+        ("update-credential", "xinference/qwen2.5-instruct-0.5b (llm)")
+    ]
+    rows = {row.id: row.dify_state for row in inventory(converger_on(servers, tmp_path, change))}
+    assert rows["qwen2.5-instruct-0.5b"] == "differs" and rows["bge-small-en-v1.5"] == "registered"
+    changed, _ = converge(servers, tmp_path, change)
     assert changed.ok, changed.failures
     assert kinds(changed) == [("update-credential", "xinference/qwen2.5-instruct-0.5b (llm)")]
 
@@ -112,8 +129,7 @@ def test_models_shows_the_worker_each_running_model_is_on(servers: Servers, tmp_
     endpoints = Endpoints(
         servers.dify, ServerEndpoint(servers.xinference, servers.xinference, external=True), None
     )
-    secrets = SecretsStore(tmp_path / "state" / "secrets.yaml")
-    converger, _ = build_converger(config, endpoints, secrets, tmp_path / "state", tmp_path)
+    converger = Converger.for_stack(stack_at(config, tmp_path), endpoints)
     workers = {row.id: row.worker for row in inventory(converger) if row.server == "xinference"}
     status = httpx.get(f"{servers.xinference}/status").json()["workers"]
     assert len(workers) == 2 and set(workers.values()) == set(status)  # the fake's one worker
@@ -170,15 +186,12 @@ def test_plan_and_models_read_an_xinference_with_accounts_through_difystacks_adm
             env={}, assignments=["xinference.auth=true", "localai.enabled=false", "dify.enabled=false"]
         )
         endpoints = Endpoints("http://127.0.0.1:9", ServerEndpoint(url, url, external=False), None)
-        secrets = SecretsStore(tmp_path / "state" / "secrets.yaml")
 
         def converger() -> Converger:
-            built, _ = build_converger(
-                config, endpoints, secrets, tmp_path / "state", tmp_path, xinference_logs=server_log
-            )
-            return built
+            options = RunOptions(xinference_logs=server_log)
+            return Converger.for_stack(stack_at(config, tmp_path), endpoints, options)
 
-        before = sorted((a.kind, a.target) for a in converger().plan())
+        before = sorted((a.kind, a.target) for a in converger().plan().actions)
         assert before == [
             ("create-admin", "admin"),
             ("create-api-key", "for Dify"),
@@ -188,7 +201,7 @@ def test_plan_and_models_read_an_xinference_with_accounts_through_difystacks_adm
         assert {row.server_state for row in inventory(converger())} == {"missing"}
         result = converger().run()
         assert result.ok, result.failures
-        assert converger().plan() == []
+        assert converger().plan().actions == []
         assert {row.server_state for row in inventory(converger())} == {"running"}
 
 
@@ -202,7 +215,8 @@ def test_a_chat_answer_without_token_usage_fails_verification(tmp_path: Path) ->
     llm = next(
         d for d in desired_state(config, "http://x", None, tmp_path).xinference if d.model_type == "LLM"
     )
-    part = XinferencePart(_ChatWithoutUsage(), [llm])  # type: ignore[arg-type]
+    context = ConvergeContext(config, stack_endpoints(config), Secrets({}), StackPaths(tmp_path), tmp_path)
+    part = XinferencePart(context, _ChatWithoutUsage(), [llm])  # type: ignore[arg-type]
     with pytest.raises(StepFailed) as failed:
         part.verify(llm)
     assert failed.value.reason == "the chat completion carries no token usage"

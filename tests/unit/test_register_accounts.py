@@ -92,8 +92,7 @@ def register(servers: ByHand, tmp_path: Path, **env: str) -> tuple[int, str, str
 
 def running_models(servers: ByHand) -> set[str]:
     with XinferenceClient(servers.xinference) as client:
-        token = client.login(*XINFERENCE_ADMIN)
-        client.http.headers["Authorization"] = f"Bearer {token}"
+        client.use_token(client.login(*XINFERENCE_ADMIN))
         return set(client.running_models())
 
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
 
 from difystack.compose_runtime import ServiceState
 from difystack.config_loader import load_config
+from difystack.endpoints import stack_endpoints
 from difystack.lifecycle import gate_requirements
+from difystack.paths import StackPaths
 from difystack.readiness import expected_workers, xinference_status
+from difystack.reconcile.context import ConvergeContext, Secrets
 from difystack.reconcile.converge import XINFERENCE_READY
+from difystack.reconcile.report import StepFailed
 from difystack.taskgraph import DependencyFailed, TaskGraph
-from difystack.waits import ContainerWait, Probe, WaitGroup, WaitStrategy, WaitTarget
+from difystack.waits import ContainerWait, Probe, WaitGroup, WaitStrategy, WaitTarget, wait_for
 
 
 def test_tasks_run_after_their_dependencies() -> None:
@@ -150,6 +155,48 @@ def test_progress_resets_the_stall_clock_but_not_the_total_timeout() -> None:
     target = WaitTarget("download", Scripted(probes), timeout=30, stall_timeout=5, poll_interval=0)
     statuses = WaitGroup([target], clock=FakeClock()).run()
     assert statuses["download"].state == "timeout"
+
+
+def test_a_moving_progress_marker_keeps_one_wait_from_stalling() -> None:
+    moving = [Probe(False, "downloading", marker=fraction) for fraction in range(100)]
+    target = WaitTarget("download", Scripted(moving), timeout=30, stall_timeout=5, poll_interval=0)
+    assert wait_for(target, clock=FakeClock()).state == "timeout"
+    still = WaitTarget(
+        "download",
+        Scripted([Probe(False, "downloading", marker=1)]),
+        timeout=30,
+        stall_timeout=5,
+        poll_interval=0,
+    )
+    assert wait_for(still, clock=FakeClock()).state == "stalled"
+
+
+class Refusing(WaitStrategy):
+    def probe(self) -> Probe:
+        raise StepFailed("xinference model m", "launch failed: out of memory", hint="see its log")
+
+
+def test_one_wait_raises_what_its_probe_raised_unchanged() -> None:
+    with pytest.raises(StepFailed) as failed:
+        wait_for(WaitTarget("launch", Refusing(), poll_interval=0))
+    assert (failed.value.reason, failed.value.hint) == ("launch failed: out of memory", "see its log")
+
+
+def converge_context(tmp_path: Path) -> ConvergeContext:
+    config = load_config(env={})
+    return ConvergeContext(config, stack_endpoints(config), Secrets({}), StackPaths(tmp_path), tmp_path)
+
+
+def test_a_converge_step_that_stops_moving_fails_with_its_last_detail_and_hint(tmp_path: Path) -> None:
+    context = converge_context(tmp_path)
+    with pytest.raises(StepFailed) as stalled:
+        context.follow("localai model m", Scripted([Probe(False, "queued")]), stall_timeout=0.1, hint="h")
+    assert stalled.value.step == "localai model m" and stalled.value.hint == "h"
+    assert stalled.value.reason == "stalled: queued (unchanged for 0s)"
+    context.cancel.set()  # Ctrl-C
+    with pytest.raises(StepFailed) as interrupted:
+        context.follow("localai model m", Scripted([Probe(False, "queued")]))
+    assert interrupted.value.reason == "interrupted"
 
 
 def test_one_failure_cancels_the_others() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from difystack.clients.dify_apps import ChatAnswer, DatasetKey
 from difystack.clients.http import HttpError
-from difystack.reconcile.desired import Registration
+from difystack.registration import Registration
 from difystack.verify import THROWAWAY_PREFIX, Verifier, failing_hop
 
 

@@ -125,7 +125,7 @@ def test_stack_snippet_is_a_valid_stack_whose_models_register_from_paths_in_the_
     assert chat["model_specs"][0]["model_file_name_template"] == GGUF_FILE
     launches = {d.uid: d.launch for d in desired.xinference}
     assert launches["gemma-3-270m"]["model_engine"] == "llama.cpp"
-    assert {k: config.default_models()[k].dify_name for k in ("llm", "text-embedding")} == {
+    assert {k: config.default_models()[k].model for k in ("llm", "text-embedding")} == {
         "llm": "gemma-3-270m",
         "text-embedding": "all-minilm-l6-v2",
     }

@@ -10,10 +10,10 @@ from difystack.clients.dify import (
     LoginLocked,
     NotSupportedByVersion,
     PluginInstallFailed,
-    PluginInstallTimeout,
+    PluginTaskWait,
 )
 from difystack.clients.http import CallJournal, HttpClient, HttpError, TransientHttpError
-from difystack.clients.localai import JobStatus, LocalAIClient, LocalAIJobFailed, LocalAIJobTimeout
+from difystack.clients.localai import JobStatus, JobWait, LocalAIClient, LocalAIJobFailed
 from difystack.clients.results import Completion, Embeddings, UnexpectedAnswer
 from difystack.clients.xinference import (
     ModelLoading,
@@ -35,15 +35,15 @@ __all__ = [
     "HttpError",
     "InitPasswordRejected",
     "JobStatus",
+    "JobWait",
     "LocalAIClient",
     "LocalAIJobFailed",
-    "LocalAIJobTimeout",
     "LoginFailed",
     "LoginLocked",
     "ModelLoading",
     "NotSupportedByVersion",
     "PluginInstallFailed",
-    "PluginInstallTimeout",
+    "PluginTaskWait",
     "TransientHttpError",
     "UnexpectedAnswer",
     "XinferenceAdminExists",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import Cookie
@@ -27,6 +26,7 @@ import httpx
 from difystack.clients.http import HttpClient, HttpError
 from difystack.clients.results import UnexpectedAnswer, json_object, with_operation
 from difystack.errors import DifystackError
+from difystack.waits import Probe, WaitStrategy
 
 Version = tuple[int, int, int]
 
@@ -89,10 +89,6 @@ class PluginInstallFailed(DifystackError):
         super().__init__(message)
         self.failures = failures
         self.task = dict(task)
-
-
-class PluginInstallTimeout(DifystackError):
-    """A plugin install task did not finish in time."""
 
 
 class CredentialsRejected(DifystackError):
@@ -503,36 +499,6 @@ class DifyConsole(HttpClient):
             raise UnexpectedAnswer(f"{operation}: the answer has no task")
         return task
 
-    def wait_for_task(
-        self,
-        task_id: str,
-        timeout: float,
-        poll: float = 1.0,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
-        """Poll an install task (through Dify, which then refreshes its provider cache) until it ends."""
-        deadline = time.monotonic() + timeout
-        while True:
-            task = self.task(task_id)
-            if on_progress is not None:
-                on_progress(task)
-            failures = _failed_plugins(task)
-            if task.get("status") == "failed" or failures:
-                raise _install_failure(task_id, task, failures)
-            if task.get("status") == "success":
-                return task
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pending = [
-                    f"{plugin.get('plugin_id')}: {plugin.get('status')}" for plugin in _plugins_of(task)
-                ]
-                raise PluginInstallTimeout(
-                    f"plugin install task {task_id} still {task.get('status')} after {timeout:g} s "
-                    f"({'; '.join(pending) or 'no plugins listed'})",
-                    hint="slow dependency installs need a larger PLUGIN_PYTHON_ENV_INIT_TIMEOUT",
-                )
-            time.sleep(min(poll, remaining))
-
     # ---- model credentials ---------------------------------------------------------------------
 
     def _models_path(self, provider: str) -> str:
@@ -738,6 +704,39 @@ def _data_list(response: httpx.Response, operation: str) -> list[dict[str, Any]]
     if not isinstance(data, list):
         raise UnexpectedAnswer(f"{operation}: the answer has no data list")
     return [item for item in data if isinstance(item, dict)]
+
+
+class PluginTaskWait(WaitStrategy):
+    """A plugin install task (read through Dify, which then refreshes its provider cache), for the
+    waits runner: ready on success; a failed task raises PluginInstallFailed naming each plugin."""
+
+    def __init__(
+        self,
+        console: DifyConsole,
+        task_id: str,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.console = console
+        self.task_id = task_id
+        self.on_progress = on_progress
+
+    def probe(self) -> Probe:
+        task = self.console.task(self.task_id)
+        if self.on_progress is not None:
+            self.on_progress(task)
+        failures = _failed_plugins(task)
+        if task.get("status") == "failed" or failures:
+            raise _install_failure(self.task_id, task, failures)
+        plugins = _plugins_of(task)
+        done = task.get("completed_plugins", sum(1 for p in plugins if p.get("status") == "success"))
+        total = task.get("total_plugins", len(plugins))
+        pending = "; ".join(
+            f"{plugin.get('plugin_id')}: {plugin.get('status')}"
+            for plugin in plugins
+            if plugin.get("status") != "success"
+        )
+        detail = f"install task {task.get('status')}, {done}/{total} plugins"
+        return Probe(task.get("status") == "success", f"{detail} ({pending})" if pending else detail)
 
 
 def _plugins_of(task: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ backend and load weights, hence the generous inference timeout.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from difystack.clients.results import (
     with_operation,
 )
 from difystack.errors import DifystackError
+from difystack.waits import Probe, WaitStrategy
 
 COMPLETION_TYPES = ("chat_completion", "completion")
 INFERENCE_TIMEOUT = 600.0
@@ -79,8 +79,33 @@ class LocalAIJobFailed(DifystackError):
         self.status = status
 
 
-class LocalAIJobTimeout(DifystackError):
-    """A gallery job did not finish in time."""
+class JobWait(WaitStrategy):
+    """A gallery job, for the waits runner: ready once processed; a failed job raises LocalAIJobFailed."""
+
+    def __init__(
+        self,
+        client: LocalAIClient,
+        uuid: str,
+        what: str = "",
+        on_progress: Callable[[JobStatus], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.uuid = uuid
+        self.what = what or f"job {uuid}"
+        self.on_progress = on_progress
+
+    def probe(self) -> Probe:
+        status = self.client.job(self.uuid)
+        if self.on_progress is not None:
+            self.on_progress(status)
+        if status.failed:
+            raise LocalAIJobFailed(f"localai {self.what} failed: {status.error}", status)
+        if status.processed:
+            return Probe(True, "done")
+        detail = status.message or "queued"
+        if status.progress:
+            detail = f"{detail} {status.progress:.0f}%"
+        return Probe(False, detail, marker=(status.message, round(status.progress)))
 
 
 class LocalAIClient(HttpClient):
@@ -154,34 +179,6 @@ class LocalAIClient(HttpClient):
         return JobStatus.from_json(
             json_object(self._call(operation, "GET", f"/models/jobs/{uuid}"), operation)
         )
-
-    def wait_for_job(
-        self,
-        uuid: str,
-        timeout: float,
-        poll: float = 1.0,
-        on_progress: Callable[[JobStatus], None] | None = None,
-        *,
-        what: str = "",
-    ) -> JobStatus:
-        """Poll a job until processed; raise LocalAIJobFailed / LocalAIJobTimeout."""
-        label = what or f"job {uuid}"
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.job(uuid)
-            if on_progress is not None:
-                on_progress(status)
-            if status.failed:
-                raise LocalAIJobFailed(f"localai {label} failed: {status.error}", status)
-            if status.processed:
-                return status
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LocalAIJobTimeout(
-                    f"localai {label} did not finish within {timeout:g} s "
-                    f"(last: {status.message or 'no message'}, {status.progress:.0f}%)"
-                )
-            time.sleep(min(poll, remaining))
 
     # ---- inference -------------------------------------------------------------------------------
 

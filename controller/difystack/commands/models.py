@@ -10,56 +10,29 @@ from rich.markup import escape
 from rich.table import Table
 
 from difystack import console, settings
-from difystack.clients.http import CallJournal, HttpError
 from difystack.commands.options import load_stack, stack_options
-from difystack.endpoints import Endpoints, ServerEndpoint, stack_endpoints
+from difystack.endpoints import Endpoints, ServerEndpoint
 from difystack.errors import DifystackError
 from difystack.progress import WaitView
-from difystack.reconcile.converge import Converger
+from difystack.reconcile.context import RunOptions
+from difystack.reconcile.converge import Converger, ConvergeResult
 from difystack.reconcile.inventory import inventory
 from difystack.reconcile.report import Action
-from difystack.reconcile.wiring import build_converger
 from difystack.stack import Stack
 from difystack.xinference_login import XinferenceLogin
 
 
-def converger_for(stack: Stack, endpoints: Endpoints, **kwargs: object) -> Converger:
-    converger, _ = build_converger(
-        stack.config,
-        endpoints,
-        stack.secrets_store,
-        stack.paths.root,
-        stack.config_dir,
-        **kwargs,  # type: ignore[arg-type]
-    )
-    return converger
-
-
 def plan_actions(stack: Stack) -> list[Action]:
+    """What `up` would do now: the parts' one diff, against fresh servers where none answers."""
     actions: list[Action] = []
-    project = stack.paths.project
-    if not (project / "docker-compose.yml").exists():
+    if not (stack.paths.project / "docker-compose.yml").exists():
         actions.append(Action("compose", "render-and-start", stack.name, "first `up` of this stack"))
-    converger = converger_for(stack, stack_endpoints(stack.config))
-    try:
-        actions += converger.plan()
-    except HttpError as exc:
-        if exc.status is not None:
-            raise
-        # A server is not running: everything declared for it is still to do.
-        actions.append(Action("compose", "start", stack.name, f"{exc.service} is not reachable"))
-        actions += _everything(converger)
-    return actions
-
-
-def _everything(converger: Converger) -> list[Action]:
-    desired = converger.desired
-    actions = converger.xinference.plan_unreadable() if converger.xinference else []
-    actions += [Action("localai", "apply", d.name) for d in desired.localai if d.apply_body is not None]
-    actions += [Action("dify", "create-credential", r.key) for r in desired.registrations]
-    if desired.default_models:
-        actions.append(Action("dify", "set-default-models", ""))
-    return actions
+    plan = Converger.for_stack(stack).plan()
+    if plan.unreachable:
+        services = ", ".join(plan.unreachable)
+        verb = "is" if len(plan.unreachable) == 1 else "are"
+        actions.append(Action("compose", "start", stack.name, f"{services} {verb} not reachable"))
+    return actions + plan.actions
 
 
 @click.command()
@@ -86,7 +59,7 @@ def plan(config_file: Path | None, assignments: tuple[str, ...], as_json: bool) 
 def models(config_file: Path | None, assignments: tuple[str, ...], as_json: bool) -> None:
     """List every model: server, UID, state there, and its registration in Dify."""
     stack = load_stack(config_file, assignments)
-    rows = inventory(converger_for(stack, stack_endpoints(stack.config)))
+    rows = inventory(Converger.for_stack(stack))
     if as_json:
         click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
         return
@@ -172,34 +145,17 @@ def register(
     yet, difystack creates the admin with a generated password kept in the stack's secrets.
     """
     extra = list(assignments)
-    if xinference_url is None:
-        extra.append("xinference.enabled=false")
-    else:
-        extra.append(f"xinference.external.url={xinference_url}")
-    if localai_url is None:
-        extra.append("localai.enabled=false")
-    else:
-        extra.append(f"localai.external.url={localai_url}")
+    extra.append(
+        f"xinference.external.url={xinference_url}" if xinference_url else "xinference.enabled=false"
+    )
+    extra.append(f"localai.external.url={localai_url}" if localai_url else "localai.enabled=false")
     if admin_email:
         extra.append(f"dify.admin.email={admin_email}")
     stack = Stack.load(config_file, extra)
-    password = settings.DIFY_ADMIN_PASSWORD.read()
-    if password:
-        stack.secrets()
-        stack.secrets_store.set("admin_password", password)
-    init_password = settings.DIFY_INIT_PASSWORD.read()
-    if init_password:
-        stack.secrets()
-        stack.secrets_store.set("init_password", init_password)
-    if xinference_url is not None:
-        stack.secrets()
-        XinferenceLogin(
-            xinference_username,
-            xinference_password,
-            xinference_token,
-            xinference_api_key,
-            xinference_setup_token,
-        ).store(stack.secrets_store)
+    login = XinferenceLogin(
+        xinference_username, xinference_password, xinference_token, xinference_api_key, xinference_setup_token
+    )
+    _store_given_logins(stack, login if xinference_url is not None else None)
     endpoints = Endpoints(
         dify=dify_url.rstrip("/"),
         xinference=external(xinference_url, xinference_url_from_dify, "xinference"),
@@ -215,20 +171,29 @@ def register(
     view = WaitView(console.out, f"Registering models in {dify_url}")
     from difystack.lifecycle import StepRows
 
-    journal = CallJournal()
-    converger, save_learnt = build_converger(
-        stack.config,
-        endpoints,
-        stack.secrets_store,
-        stack.paths.root,
-        stack.config_dir,
-        report=StepRows(view),
-        journal=journal,
-    )
+    converger = Converger.for_stack(stack, endpoints, RunOptions(report=StepRows(view)))
     with view.live():
         result = converger.run()
-    # What Dify was given (fingerprints of secret fields): a re-run compares against it.
-    save_learnt()
+    converger.save_state()
+    _report_registration(stack, result)
+
+
+def _store_given_logins(stack: Stack, xinference: XinferenceLogin | None) -> None:
+    """The Dify passwords from the environment and the Xinference login given, into the secrets."""
+    for setting, name in (
+        (settings.DIFY_ADMIN_PASSWORD, "admin_password"),
+        (settings.DIFY_INIT_PASSWORD, "init_password"),
+    ):
+        value = setting.read()
+        if value:
+            stack.secrets()
+            stack.secrets_store.set(name, value)
+    if xinference is not None:
+        stack.secrets()
+        xinference.store(stack.secrets_store)
+
+
+def _report_registration(stack: Stack, result: ConvergeResult) -> None:
     for failure in result.failures:
         console.err.print(
             f"\n[bold red]{escape(failure.step)}[/] failed: {escape(failure.message)}", soft_wrap=True

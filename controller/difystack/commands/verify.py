@@ -14,7 +14,7 @@ from difystack import console
 from difystack.commands.options import load_stack, stack_options
 from difystack.endpoints import Endpoints, stack_endpoints
 from difystack.errors import DifystackError
-from difystack.reconcile.wiring import build_converger
+from difystack.reconcile.converge import Converger
 from difystack.stack import Stack
 from difystack.verify import Verifier, VerifyRow
 
@@ -25,9 +25,7 @@ def verify_stack(
     """Log in to the stack's Dify and verify every model the stack registers there."""
     from difystack.clients.dify_apps import DifyApps
 
-    converger, _ = build_converger(
-        stack.config, endpoints, stack.secrets_store, stack.paths.root, stack.config_dir
-    )
+    converger = Converger.for_stack(stack, endpoints)
     if converger.dify is None:
         raise DifystackError("verify: Dify is disabled in this stack (dify.enabled: false)")
     dify = converger.dify
@@ -36,7 +34,7 @@ def verify_stack(
             f"verify: Dify at {endpoints.dify} is not set up yet",
             hint="run `difystack up` (or `difystack register`) first",
         )
-    dify.ensure_admin()
+    dify.log_in()
     apps = DifyApps(dify.console)
     try:
         verifier = Verifier(apps, on_row=on_row or (lambda row: None))

@@ -1,18 +1,16 @@
 """The desired state of a stack's models: what must run on each server and what Dify must hold.
 
-Everything here is derived from the configuration (plus the endpoints Dify must use and the
-few secrets that end up in credentials); nothing talks to a server.
+Everything here is derived from the configuration (plus the URLs Dify must use); nothing talks
+to a server. Secrets that end up in credentials (an Xinference API key) are added when used.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from difystack.config_model import (
-    DIFY_TYPE_OF_KIND,
     PLUGIN_OF_PROVIDER,
     LocalAIModel,
     StackConfig,
@@ -20,11 +18,9 @@ from difystack.config_model import (
     worker_host,
 )
 from difystack.model_paths import xinference_model_uri
+from difystack.registration import Registration
 
 XINFERENCE_TYPE_OF_KIND = {"llm": "LLM", "embedding": "embedding", "rerank": "rerank"}
-CREDENTIAL_NAME = "difystack"
-# Credential fields Dify stores obfuscated: compared through a fingerprint, never read back.
-SECRET_CREDENTIAL_FIELDS = frozenset({"api_key"})
 
 
 @dataclass(frozen=True)
@@ -65,29 +61,7 @@ class LocalAIDeployment:
     apply_body: dict[str, Any] | None  # None: the model is a rendered YAML the server loads itself
     expected_dimensions: int | None
     field: str
-
-
-@dataclass(frozen=True)
-class Registration:
-    provider: str  # short: xinference | localai
-    model: str  # the model name Dify shows
-    model_type: str  # llm | text-embedding | rerank
-    credentials: dict[str, str]
-    server_id: str  # the uid / LocalAI name the model runs under
-    field: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.provider}/{self.model} ({self.model_type})"
-
-    def public_credentials(self) -> dict[str, str]:
-        return {k: v for k, v in self.credentials.items() if k not in SECRET_CREDENTIAL_FIELDS}
-
-    def secret_fingerprint(self) -> str:
-        secret = {k: v for k, v in sorted(self.credentials.items()) if k in SECRET_CREDENTIAL_FIELDS}
-        import hashlib
-
-        return hashlib.sha256(json.dumps(secret).encode()).hexdigest()[:16] if secret else ""
+    completion_type: str = "chat_completion"  # how its verification (and Dify) asks an LLM
 
 
 @dataclass(frozen=True)
@@ -189,7 +163,9 @@ def localai_deployment(model: LocalAIModel, index: int, rendered_locally: bool) 
         body = None  # mounted into /models by the compose project
     else:
         body = {"config_file": {"name": model.name, **(model.config or {})}, "name": model.name}
-    return LocalAIDeployment(model.name, model.type, body, model.dimensions, f"localai.models[{index}]")
+    return LocalAIDeployment(
+        model.name, model.type, body, model.dimensions, f"localai.models[{index}]", model.completion_type
+    )
 
 
 def desired_state(
@@ -197,63 +173,58 @@ def desired_state(
     xinference_url_for_dify: str | None,
     localai_url_for_dify: str | None,
     config_dir: Path,
-    xinference_api_key: str | None = None,
 ) -> DesiredState:
     xinference: list[XinferenceDeployment] = []
     localai: list[LocalAIDeployment] = []
-    registrations: list[Registration] = []
     if config.xinference.enabled:
-        for index, model in enumerate(config.xinference.models):
-            xinference.append(xinference_deployment(model, index, config_dir))
-            if config.dify.enabled and model.register_in_dify and xinference_url_for_dify:
-                credentials = {
-                    "server_url": xinference_url_for_dify,
-                    "model_uid": model.uid,
-                    "invoke_timeout": str(model.invoke_timeout),
-                    "max_retries": str(model.max_retries),
-                }
-                if xinference_api_key:
-                    credentials["api_key"] = xinference_api_key
-                registrations.append(
-                    Registration(
-                        "xinference",
-                        model.display_name,
-                        DIFY_TYPE_OF_KIND[model.type],
-                        credentials,
-                        model.uid,
-                        f"xinference.models[{index}]",
-                    )
-                )
+        xinference = [
+            xinference_deployment(model, index, config_dir)
+            for index, model in enumerate(config.xinference.models)
+        ]
     if config.localai.enabled:
         rendered_locally = config.localai.external is None
-        for index, local_model in enumerate(config.localai.models):
-            localai.append(localai_deployment(local_model, index, rendered_locally))
-            if config.dify.enabled and local_model.register_in_dify and localai_url_for_dify:
-                # Dify's LocalAI plugin posts reranks to {server_url}/rerank, which LocalAI only
-                # serves under /v1.
-                server_url = (
-                    f"{localai_url_for_dify}/v1" if local_model.type == "rerank" else localai_url_for_dify
-                )
-                credentials = {"server_url": server_url}
-                if local_model.type == "llm":
-                    credentials["completion_type"] = local_model.completion_type
-                    if local_model.context_size:
-                        credentials["context_size"] = str(local_model.context_size)
-                registrations.append(
-                    Registration(
-                        "localai",
-                        local_model.name,
-                        DIFY_TYPE_OF_KIND[local_model.type],
-                        credentials,
-                        local_model.name,
-                        f"localai.models[{index}]",
-                    )
-                )
+        localai = [
+            localai_deployment(model, index, rendered_locally)
+            for index, model in enumerate(config.localai.models)
+        ]
+    registrations: list[Registration] = []
     defaults = {}
     if config.dify.enabled:
+        registrations = registrations_for_dify(config, xinference_url_for_dify, localai_url_for_dify)
         defaults = {
-            model_type: (registration.provider, registration.dify_name)
+            model_type: (registration.provider, registration.model)
             for model_type, registration in config.default_models().items()
         }
     plugins = sorted({PLUGIN_OF_PROVIDER[r.provider] for r in registrations})
     return DesiredState(xinference, localai, registrations, defaults, plugins)
+
+
+def registrations_for_dify(
+    config: StackConfig, xinference_url: str | None, localai_url: str | None
+) -> list[Registration]:
+    """The stack's registrations with the exact credential fields of each provider's plugin, as strings."""
+    xinference_models = {model.uid: model for model in config.xinference.models}
+    localai_models = {model.name: model for model in config.localai.models}
+    registrations = []
+    for registration in config.registered_models():
+        if registration.provider == "xinference" and xinference_url:
+            model = xinference_models[registration.server_id]
+            credentials = {
+                "server_url": xinference_url,
+                "model_uid": model.uid,
+                "invoke_timeout": str(model.invoke_timeout),
+                "max_retries": str(model.max_retries),
+            }
+        elif registration.provider == "localai" and localai_url:
+            local_model = localai_models[registration.server_id]
+            # Dify's LocalAI plugin posts reranks to {server_url}/rerank, which LocalAI only
+            # serves under /v1.
+            credentials = {"server_url": f"{localai_url}/v1" if local_model.type == "rerank" else localai_url}
+            if local_model.type == "llm":
+                credentials["completion_type"] = local_model.completion_type
+                if local_model.context_size:
+                    credentials["context_size"] = str(local_model.context_size)
+        else:
+            continue
+        registrations.append(replace(registration, credentials=credentials))
+    return registrations

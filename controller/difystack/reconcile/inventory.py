@@ -9,11 +9,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from difystack.clients.http import HttpError
-from difystack.reconcile.converge import Converger, lacks_xinference_admin
-from difystack.reconcile.desired import Registration
-from difystack.reconcile.dify_part import same_credentials
+from difystack.reconcile.converge import Converger
+from difystack.reconcile.localai_part import LocalAIPart
+from difystack.reconcile.xinference_part import XinferencePart
 
 UNREACHABLE = "unreachable"
+NOT_DEPLOYED = "not deployed"
 
 
 @dataclass
@@ -32,99 +33,78 @@ class ModelRow:
 
 
 def inventory(converger: Converger) -> list[ModelRow]:
+    """Read-only, like ``plan``; the states come from the same views the diffs read."""
     registrations = {(r.provider, r.server_id): r for r in converger.desired.registrations}
     defaults = {
         (provider, model): model_type
         for model_type, (provider, model) in converger.desired.default_models.items()
     }
     dify_states = _dify_states(converger)
-    readable = _xinference_readable(converger)
+
+    def row(server: str, ident: str, kind: str, state: str) -> ModelRow:
+        registration = registrations.get((server, ident))
+        if registration is None:
+            return ModelRow(server, ident, kind, state, None, "not registered", None)
+        return ModelRow(
+            server,
+            ident,
+            kind,
+            state,
+            registration.model,
+            dify_states.get(registration.key, UNREACHABLE),
+            defaults.get((registration.provider, registration.model)),
+        )
+
+    xinference_states = _xinference_states(converger.xinference)
+    localai_states = _localai_states(converger.localai)
     rows = []
     for deployment in converger.desired.xinference:
-        registration = registrations.get(("xinference", deployment.uid))
-        state = _xinference_state(converger, deployment.uid) if readable else "missing"
-        row = _row(
-            "xinference", deployment.uid, deployment.model_type, state, registration, dify_states, defaults
-        )
-        if state in ("running", "loading"):
-            row.worker = _xinference_worker(converger, deployment.uid)
-        rows.append(row)
+        state = xinference_states.get(deployment.uid, NOT_DEPLOYED)
+        rows.append(row("xinference", deployment.uid, deployment.model_type, state))
+        if converger.xinference is not None and state in ("running", "loading"):
+            rows[-1].worker = _worker(converger.xinference, deployment.uid)
     for deployment_l in converger.desired.localai:
-        registration = registrations.get(("localai", deployment_l.name))
-        rows.append(
-            _row(
-                "localai",
-                deployment_l.name,
-                deployment_l.kind,
-                _localai_state(converger, deployment_l.name),
-                registration,
-                dify_states,
-                defaults,
-            )
-        )
+        state = localai_states.get(deployment_l.name, NOT_DEPLOYED)
+        rows.append(row("localai", deployment_l.name, deployment_l.kind, state))
     return rows
 
 
-def _row(
-    server: str,
-    ident: str,
-    kind: str,
-    state: str,
-    registration: Registration | None,
-    dify_states: dict[str, str],
-    defaults: dict[tuple[str, str], str],
-) -> ModelRow:
-    if registration is None:
-        return ModelRow(server, ident, kind, state, None, "not registered", None)
-    return ModelRow(
-        server,
-        ident,
-        kind,
-        state,
-        registration.model,
-        dify_states.get(registration.key, UNREACHABLE),
-        defaults.get((registration.provider, registration.model)),
-    )
-
-
-def _xinference_readable(converger: Converger) -> bool:
-    """False while Xinference's accounts are on and no admin exists yet (nothing is deployed)."""
-    if converger.xinference is None:
-        return True
+def _xinference_states(part: XinferencePart | None) -> dict[str, str]:
+    """Each model's state there; ``missing`` while the server has no admin yet."""
+    if part is None:
+        return {}
     try:
-        account = converger.open_xinference_for_reading()
+        view = part.observe()
     except HttpError:
-        return True  # reported per model as unreachable
-    return not lacks_xinference_admin(account)
+        return {deployment.uid: UNREACHABLE for deployment in part.deployments}
+    states = {}
+    for deployment in part.deployments:
+        uid = deployment.uid
+        try:
+            if view.running(uid) is not None:
+                states[uid] = "lost" if view.lost(uid) else "running"
+            else:
+                states[uid] = "loading" if view.launching(uid) else "missing"
+        except HttpError:
+            states[uid] = UNREACHABLE
+    return states
 
 
-def _xinference_state(converger: Converger, uid: str) -> str:
-    if converger.xinference is None:
-        return "not deployed"
+def _worker(part: XinferencePart, uid: str) -> str | None:
     try:
-        if uid in converger.xinference.running():
-            return "lost" if converger.xinference.lost(uid) else "running"
-        return "loading" if converger.xinference.launch_in_progress(uid) else "missing"
-    except HttpError:
-        return UNREACHABLE
-
-
-def _xinference_worker(converger: Converger, uid: str) -> str | None:
-    if converger.xinference is None:
-        return None
-    try:
-        return ", ".join(converger.xinference.workers_of(uid)) or None
+        return ", ".join(part.workers_of(uid)) or None
     except HttpError:
         return None
 
 
-def _localai_state(converger: Converger, name: str) -> str:
-    if converger.localai is None:
-        return "not deployed"
+def _localai_states(part: LocalAIPart | None) -> dict[str, str]:
+    if part is None:
+        return {}
     try:
-        return "installed" if name in converger.localai.listed() else "missing"
+        listed = part.observe().listed()
     except HttpError:
-        return UNREACHABLE
+        return {deployment.name: UNREACHABLE for deployment in part.deployments}
+    return {d.name: "installed" if d.name in listed else "missing" for d in part.deployments}
 
 
 def _dify_states(converger: Converger) -> dict[str, str]:
@@ -132,24 +112,7 @@ def _dify_states(converger: Converger) -> dict[str, str]:
     if part is None:
         return {}
     try:
-        if part.console.setup_state() != "finished":
-            return {r.key: "missing" for r in converger.desired.registrations}
-        part.ensure_admin()
+        view = part.observe()
+        return {r.key: part.dify_state(r, view) for r in converger.desired.registrations}
     except HttpError:
         return {}
-    states = {}
-    for registration in converger.desired.registrations:
-        provider = part.console.provider_id(registration.provider)
-        try:
-            record = part.console.model_credentials(provider, registration.model, registration.model_type)
-        except HttpError:
-            states[registration.key] = "missing"  # the provider's plugin is not installed yet
-            continue
-        stored = (record or {}).get("credentials") or {}
-        if not record:
-            states[registration.key] = "missing"
-        elif same_credentials(stored, registration.public_credentials()):
-            states[registration.key] = "registered"
-        else:
-            states[registration.key] = "differs"
-    return states

@@ -1,14 +1,20 @@
-"""LocalAI: install every declared model that the server does not list yet, and prove it answers."""
+"""LocalAI: install every declared model that the server does not list yet, and prove it answers.
+
+One diff (``diff``) decides for ``plan``, ``models`` and ``up`` alike.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from difystack.clients.http import HttpError
-from difystack.clients.localai import LocalAIClient
+from difystack.clients.localai import JobWait, LocalAIClient, LocalAIJobFailed
 from difystack.reconcile.desired import LocalAIDeployment
 from difystack.reconcile.report import Action, StepFailed
-from difystack.reconcile.server_part import ServerPart, embedding_size_verified
+from difystack.reconcile.server_part import Executors, ServerPart, apply_actions, embedding_size_verified
+
+NOT_LOADED = "LocalAI did not load the model YAML difystack rendered for it"
 
 
 def step_name(deployment: LocalAIDeployment) -> str:
@@ -24,65 +30,86 @@ def _source(deployment: LocalAIDeployment) -> str:
     return "inline YAML"
 
 
+@dataclass(frozen=True)
+class LocalAIView:
+    """The model names a LocalAI lists (``listed``, read once)."""
+
+    listed: Callable[[], set[str]]
+
+
+def diff(deployment: LocalAIDeployment, view: LocalAIView) -> list[Action]:
+    if deployment.name in view.listed():
+        return []
+    if deployment.apply_body is None:
+        return [Action("localai", "error", deployment.name, NOT_LOADED)]
+    return [Action("localai", "apply", deployment.name, _source(deployment))]
+
+
 class LocalAIPart(ServerPart[LocalAIClient, LocalAIDeployment, set[str]]):
     def listed(self) -> set[str]:
         return self.snapshot(lambda: set(self.client.models()))
 
-    def plan(self) -> list[Action]:
-        actions = []
-        for deployment in self.deployments:
-            if deployment.name in self.listed():
-                continue
-            if deployment.apply_body is None:
-                actions.append(
-                    Action("localai", "error", deployment.name, "rendered YAML not loaded by the server")
-                )
-            else:
-                actions.append(Action("localai", "apply", deployment.name, _source(deployment)))
-        return actions
+    def observe(self) -> LocalAIView:
+        return LocalAIView(self.listed)
+
+    def fresh(self) -> LocalAIView:
+        """A LocalAI when it starts lists exactly the models whose YAML difystack rendered."""
+        rendered = {d.name for d in self.deployments if d.apply_body is None}
+        return LocalAIView(lambda: rendered)
+
+    def diff_all(self, view: LocalAIView) -> list[Action]:
+        return [action for deployment in self.deployments for action in diff(deployment, view)]
+
+    def deploy(self, deployment: LocalAIDeployment) -> str | None:
+        """The model's step of ``up``; when it was installed now, what proved that it answers."""
+        if not self.converge(deployment):
+            return None
+        verified = self.verify(deployment)
+        self.context.report(step_name(deployment), "ready", f"installed, {verified}")
+        return verified
 
     def converge(self, deployment: LocalAIDeployment) -> bool:
         """Make the model listed; returns True when it was installed in this run."""
-        step = step_name(deployment)
-        if deployment.name in self.listed():
-            self.report(step, "ready", "installed")
+        actions = diff(deployment, self.observe())
+        if not actions:
+            self.context.report(step_name(deployment), "ready", "installed")
             return False
-        if deployment.apply_body is None:
-            raise StepFailed(
-                step,
-                "LocalAI did not load the model YAML difystack rendered for it",
-                hint="see `difystack logs localai` for the reason (backend, model file)",
-            )
-        self.report(step, "waiting", f"installing from {_source(deployment)}")
+        apply_actions(self.executors(), deployment, actions)
+        return True
+
+    def executors(self) -> Executors[LocalAIDeployment]:
+        return {"error": self._refuse, "apply": self._apply}
+
+    def _refuse(self, deployment: LocalAIDeployment, action: Action) -> None:
+        raise StepFailed(
+            step_name(deployment),
+            action.detail,
+            hint="see `difystack logs localai` for the reason (backend, model file)",
+        )
+
+    def _apply(self, deployment: LocalAIDeployment, action: Action) -> None:
+        step = step_name(deployment)
+        assert deployment.apply_body is not None
+        self.context.report(step, "waiting", f"installing from {action.detail}")
         try:
             job = self.client.apply(deployment.apply_body)
         except HttpError as exc:
             raise StepFailed(step, f"install refused: {exc.server_message}") from None
-        self.log.add(Action("localai", "apply", deployment.name, _source(deployment)))
-
-        def poll() -> tuple[bool, str, Any]:
-            status = self.client.job(job)
-            if status.failed:
-                raise StepFailed(
-                    step,
-                    f"install failed: {status.error or status.message}",
-                    hint=f"check {deployment.field} (gallery id / URL) and `difystack logs localai`",
-                )
-            if status.processed:
-                return True, "installed", "done"
-            detail = status.message or "queued"
-            if status.progress:
-                detail = f"{detail} {status.progress:.0f}%"
-            return False, detail, (status.message, round(status.progress or 0.0))
-
-        self.follow(step, poll)
+        self.context.log.add(action)
+        try:
+            self.context.follow(step, JobWait(self.client, job, f"install of {deployment.name}"))
+        except LocalAIJobFailed as exc:
+            raise StepFailed(
+                step,
+                f"install failed: {exc.status.error or exc.status.message}",
+                hint=f"check {deployment.field} (gallery id / URL) and `difystack logs localai`",
+            ) from None
         if deployment.name not in self.client.models():
             raise StepFailed(step, "the install job completed but the model is not listed by GET /v1/models")
         self.listed().add(deployment.name)
-        self.report(step, "ready", "installed")
-        return True
+        self.context.report(step, "ready", "installed")
 
-    def verify(self, deployment: LocalAIDeployment, completion_type: str = "chat_completion") -> str:
+    def verify(self, deployment: LocalAIDeployment) -> str:
         step = step_name(deployment)
         try:
             if deployment.kind == "embedding":
@@ -94,7 +121,7 @@ class LocalAIPart(ServerPart[LocalAIClient, LocalAIDeployment, set[str]]):
                 )
             if deployment.kind == "llm":
                 completion = self.client.chat(
-                    deployment.name, "Say OK.", max_tokens=8, completion_type=completion_type
+                    deployment.name, "Say OK.", max_tokens=8, completion_type=deployment.completion_type
                 )
                 return f"answered ({completion.total_tokens} tokens)"
         except HttpError as exc:

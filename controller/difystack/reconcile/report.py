@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from difystack.errors import DifystackError
 
@@ -54,40 +52,3 @@ class ActionLog:
     def add(self, action: Action) -> None:
         with self._lock:
             self.done.append(action)
-
-
-def follow(
-    step: str,
-    poll: Callable[[], tuple[bool, str, Any]],
-    report: Reporter,
-    *,
-    timeout: float,
-    stall_timeout: float,
-    interval: float = 0.5,
-    clock: Callable[[], float] = time.monotonic,
-    cancel: threading.Event | None = None,
-) -> None:
-    """Poll until done; ``poll`` returns (done, detail, progress marker). Stall-aware.
-
-    The stall clock restarts whenever the progress marker changes (a download percentage, a
-    job phase...), so a slow but moving download is never cut off by ``stall_timeout``.
-    """
-    started = last_change = clock()
-    last_marker: Any = object()
-    while True:
-        done, detail, marker = poll()
-        now = clock()
-        if marker != last_marker:
-            last_marker = marker
-            last_change = now
-            report(step, "waiting", detail)
-        if done:
-            return
-        if now - last_change >= stall_timeout:
-            raise StepFailed(step, f"no progress for {stall_timeout:.0f}s ({detail})")
-        if now - started >= timeout:
-            raise StepFailed(step, f"not done after {timeout:.0f}s ({detail})")
-        if cancel is not None and cancel.wait(interval):
-            raise StepFailed(step, "interrupted")
-        if cancel is None:
-            time.sleep(interval)

@@ -1,36 +1,38 @@
-"""What the Xinference and LocalAI parts share: settings, the run's snapshot, cancellation."""
+"""What the parts share: the run's context, the run's snapshot of a server, and how actions apply.
+
+Every part decides with one diff (desired vs. what it observes) that yields ``Action``s; ``plan``
+prints them, ``up`` hands each to the executor of its kind.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, TypeVar
 
 from difystack.clients.results import Embeddings
-from difystack.reconcile.report import ActionLog, Reporter, StepFailed, follow, silent
+from difystack.reconcile.context import ConvergeContext
+from difystack.reconcile.report import Action, StepFailed
 
 ClientT = TypeVar("ClientT")
 DeploymentT = TypeVar("DeploymentT")
 SnapshotT = TypeVar("SnapshotT")
+ItemT = TypeVar("ItemT")
+
+Executors = Mapping[str, Callable[[ItemT, Action], None]]
+
+
+def apply_actions(executors: Executors[ItemT], item: ItemT, actions: Iterable[Action]) -> None:
+    """Hand each action of ``item`` to the executor of its kind, in order."""
+    for action in actions:
+        executors[action.kind](item, action)
 
 
 class ServerPart(Generic[ClientT, DeploymentT, SnapshotT]):
-    def __init__(
-        self,
-        client: ClientT,
-        deployments: list[DeploymentT],
-        report: Reporter = silent,
-        log: ActionLog | None = None,
-        timeout: float = 3600.0,
-        stall_timeout: float = 600.0,
-    ) -> None:
+    def __init__(self, context: ConvergeContext, client: ClientT, deployments: list[DeploymentT]) -> None:
+        self.context = context
         self.client = client
         self.deployments = deployments
-        self.report = report
-        self.log = log or ActionLog()
-        self.timeout = timeout
-        self.stall_timeout = stall_timeout
-        self.cancel = threading.Event()
         self._snapshot_lock = threading.Lock()
         self._snapshot: SnapshotT | None = None
 
@@ -40,16 +42,6 @@ class ServerPart(Generic[ClientT, DeploymentT, SnapshotT]):
             if self._snapshot is None:
                 self._snapshot = fetch()
             return self._snapshot
-
-    def follow(self, step: str, poll: Callable[[], tuple[bool, str, Any]]) -> None:
-        follow(
-            step,
-            poll,
-            self.report,
-            timeout=self.timeout,
-            stall_timeout=self.stall_timeout,
-            cancel=self.cancel,
-        )
 
 
 def embedding_size_verified(step: str, result: Embeddings, expected: int | None, hint: str) -> str:

@@ -3,19 +3,22 @@
 A restarted Xinference forgets its running models (it keeps persisted registrations), so a
 re-run relaunches exactly those. A model running under the right UID with the right
 name/engine/format/size/quantization is left alone; a different model under that UID is
-terminated and relaunched.
+terminated and relaunched. One diff (``diff``) decides, for ``plan``, ``models`` and ``up`` alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from difystack.clients.http import HttpError
 from difystack.clients.xinference import ModelLoading, XinferenceClient, check_launchable
+from difystack.reconcile.context import ConvergeContext
 from difystack.reconcile.desired import XinferenceDeployment
 from difystack.reconcile.report import Action, StepFailed
-from difystack.reconcile.server_part import ServerPart, embedding_size_verified
+from difystack.reconcile.server_part import Executors, ServerPart, apply_actions, embedding_size_verified
+from difystack.reconcile.xinference_accounts import AccountsView, XinferenceAccounts
+from difystack.waits import Probe, WaitStrategy
 
 LAUNCHING_STATES = ("CREATING", "LOADING", "UPDATING")
 
@@ -38,110 +41,127 @@ class Holdings:
     held: set[str] | None
 
 
+class XinferenceView(AccountsView, Protocol):
+    """What the diff reads of an Xinference: the live server (the part itself) or a fresh one."""
+
+    def running(self, uid: str) -> dict[str, Any] | None: ...
+
+    def lost(self, uid: str) -> bool: ...
+
+    def lost_reason(self, uid: str) -> str: ...
+
+    def launching(self, uid: str) -> bool: ...
+
+    def custom_registered(self, deployment: XinferenceDeployment) -> bool: ...
+
+    def launch_problem(self, deployment: XinferenceDeployment) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class FreshXinference:
+    """An Xinference that runs nothing yet: one not started, or one whose accounts are on without
+    an admin (nothing can have been deployed on it)."""
+
+    accounts: bool
+
+    def accounts_on(self) -> bool:
+        return self.accounts
+
+    def needs_admin(self) -> bool:
+        return self.accounts
+
+    def running(self, uid: str) -> dict[str, Any] | None:
+        return None
+
+    def lost(self, uid: str) -> bool:
+        return False
+
+    def lost_reason(self, uid: str) -> str:
+        return ""
+
+    def launching(self, uid: str) -> bool:
+        return False
+
+    def custom_registered(self, deployment: XinferenceDeployment) -> bool:
+        return False
+
+    def launch_problem(self, deployment: XinferenceDeployment) -> str | None:
+        return None
+
+
+def diff(deployment: XinferenceDeployment, view: XinferenceView) -> list[Action]:
+    """What it takes to have ``deployment`` running under its UID."""
+    target = deployment.uid
+    item = view.running(target)
+    if item is None:
+        return diff_missing(deployment, view)
+    if view.lost(target):
+        return [Action("xinference", "relaunch", target, view.lost_reason(target))]
+    if deployment.matches(item):
+        return []
+    return [Action("xinference", "relaunch", target, f"{item.get('model_name')} runs under this UID")]
+
+
+def diff_missing(deployment: XinferenceDeployment, view: XinferenceView) -> list[Action]:
+    """The actions for a UID that runs nothing (any more)."""
+    target = deployment.uid
+    if view.launching(target):
+        return [Action("xinference", "wait", target, "a launch is already in progress")]
+    actions = []
+    if deployment.custom_spec is not None:
+        if not view.custom_registered(deployment):
+            actions.append(Action("xinference", "register-custom", deployment.name, _model_uri(deployment)))
+    else:
+        problem = view.launch_problem(deployment)
+        if problem:
+            return [Action("xinference", "error", target, problem)]
+    actions.append(Action("xinference", "launch", target, _describe_launch(deployment)))
+    return actions
+
+
 class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, Holdings]):
+    """The live view of the server, its diff, and the executors of its actions."""
+
+    def __init__(
+        self, context: ConvergeContext, client: XinferenceClient, deployments: list[XinferenceDeployment]
+    ) -> None:
+        super().__init__(context, client, deployments)
+        self.accounts = XinferenceAccounts(context, client)
+
+    # -- the live view --------------------------------------------------------------------------
+
     def _holdings(self) -> Holdings:
         return Holdings(self.client.running_models(), self.client.models_held_by_workers())
 
-    def running(self) -> dict[str, dict[str, Any]]:
+    def running_models(self) -> dict[str, dict[str, Any]]:
         """GET /v1/models once per run; every model task reads the same snapshot."""
         return self.snapshot(self._holdings).running
+
+    def running(self, uid: str) -> dict[str, Any] | None:
+        return self.running_models().get(uid)
 
     def lost(self, uid: str) -> bool:
         """Listed by the supervisor, held by no worker: its worker restarted and forgot it."""
         held = self.snapshot(self._holdings).held
-        if held is None or uid in held or uid not in self.running():
+        if held is None or uid in held or uid not in self.running_models():
             return False
-        return not self.launch_in_progress(uid)
+        return not self.launching(uid)
 
-    # -- plan -----------------------------------------------------------------------------------
+    def lost_reason(self, uid: str) -> str:
+        workers = ", ".join(self.workers_of(uid)) or "its worker"
+        return f"listed as running, but {workers} no longer holds it (the worker restarted)"
 
-    def plan(self) -> list[Action]:
-        actions = []
-        for deployment in self.deployments:
-            actions += self.plan_one(deployment)
-        return actions
-
-    def plan_unreadable(self) -> list[Action]:
-        """The plan for a server whose contents cannot be read yet (no account to read them)."""
-        actions = []
-        for deployment in self.deployments:
-            if deployment.custom_spec is not None:
-                actions.append(
-                    Action("xinference", "register-custom", deployment.name, _model_uri(deployment))
-                )
-            actions.append(Action("xinference", "launch", deployment.uid, _describe_launch(deployment)))
-        return actions
-
-    def plan_one(self, deployment: XinferenceDeployment) -> list[Action]:
-        target = deployment.uid
-        item = self.running().get(deployment.uid)
-        if item is not None:
-            if self.lost(deployment.uid):
-                return [Action("xinference", "relaunch", target, self._lost_reason(deployment.uid))]
-            if deployment.matches(item):
-                return []
-            return [Action("xinference", "relaunch", target, f"{item.get('model_name')} runs under this UID")]
-        if self.launch_in_progress(deployment.uid):
-            return [Action("xinference", "wait", target, "a launch is already in progress")]
-        actions = []
-        if deployment.custom_spec is not None:
-            if self.client.registration(deployment.model_type, deployment.name) is None:
-                actions.append(
-                    Action("xinference", "register-custom", deployment.name, _model_uri(deployment))
-                )
-        else:
-            problem = self._launch_problem(deployment)
-            if problem:
-                return [Action("xinference", "error", target, problem)]
-        actions.append(Action("xinference", "launch", target, _describe_launch(deployment)))
-        return actions
-
-    # -- apply ----------------------------------------------------------------------------------
-
-    def converge(self, deployment: XinferenceDeployment) -> ModelOutcome:
-        step = step_name(deployment)
-        item = self.running().get(deployment.uid)
-        if item is not None and self.lost(deployment.uid):
-            self.report(step, "waiting", self._lost_reason(deployment.uid))
-            self.client.terminate(deployment.uid)
-            self.log.add(Action("xinference", "terminate", deployment.uid, "held by no worker"))
-        elif item is not None and deployment.matches(item):
-            self.report(step, "ready", "already running")
-            return ModelOutcome(False, item)
-        elif item is not None:
-            self.report(step, "waiting", f"replacing {item.get('model_name')} running under this UID")
-            self.client.terminate(deployment.uid)
-            self.log.add(Action("xinference", "terminate", deployment.uid, str(item.get("model_name"))))
-        if not self.launch_in_progress(deployment.uid):
-            self._prepare_and_launch(deployment, step)
-        self._follow_launch(deployment, step)
-        description = self._describe(deployment, step)
-        self.report(step, "ready", "running")
-        return ModelOutcome(True, description)
-
-    def _prepare_and_launch(self, deployment: XinferenceDeployment, step: str) -> None:
-        if deployment.custom_spec is not None:
-            if self.client.registration(deployment.model_type, deployment.name) is None:
-                self.report(step, "waiting", "registering custom model")
-                try:
-                    self.client.register(deployment.model_type, deployment.custom_spec, persist=True)
-                except HttpError as exc:
-                    raise StepFailed(
-                        step, f"registering {deployment.name} failed: {exc.server_message}"
-                    ) from None
-                self.log.add(Action("xinference", "register-custom", deployment.name))
-        else:
-            problem = self._launch_problem(deployment)
-            if problem:
-                raise StepFailed(step, problem, hint=f"fix {deployment.field} in the stack file")
-        self.report(step, "waiting", f"launching {_describe_launch(deployment)}")
+    def launching(self, uid: str) -> bool:
         try:
-            self.client.launch(deployment.launch, wait_ready=False)
-        except HttpError as exc:
-            raise StepFailed(step, f"launch refused: {exc.server_message}") from None
-        self.log.add(Action("xinference", "launch", deployment.uid, _describe_launch(deployment)))
+            instances = self.client.instances(uid)
+        except HttpError:
+            return False
+        return any(str(i.get("status", "")).upper() in LAUNCHING_STATES for i in instances)
 
-    def _launch_problem(self, deployment: XinferenceDeployment) -> str | None:
+    def custom_registered(self, deployment: XinferenceDeployment) -> bool:
+        return self.client.registration(deployment.model_type, deployment.name) is not None
+
+    def launch_problem(self, deployment: XinferenceDeployment) -> str | None:
         launch = deployment.launch
         return check_launchable(
             self.client,
@@ -153,12 +173,11 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, Holdings
             launch.get("quantization"),
         )
 
-    def launch_in_progress(self, uid: str) -> bool:
-        try:
-            instances = self.client.instances(uid)
-        except HttpError:
-            return False
-        return any(str(i.get("status", "")).upper() in LAUNCHING_STATES for i in instances)
+    def accounts_on(self) -> bool:
+        return self.accounts.accounts_on()
+
+    def needs_admin(self) -> bool:
+        return self.accounts.needs_admin()
 
     def workers_of(self, uid: str) -> list[str]:
         """The worker addresses (host:port) the uid's replicas run on, from its instance rows."""
@@ -170,35 +189,91 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, Holdings
                     addresses.append(str(address))
         return addresses
 
-    def _lost_reason(self, uid: str) -> str:
-        workers = ", ".join(self.workers_of(uid)) or "its worker"
-        return f"listed as running, but {workers} no longer holds it (the worker restarted)"
+    def observe(self) -> XinferenceView:
+        """What ``plan`` and ``models`` read: the live server, logged in as difystack's admin when
+        its accounts are on; a fresh server while it has no admin yet."""
+        if self.accounts.accounts_on():
+            if self.accounts.needs_admin():
+                return FreshXinference(accounts=True)
+            self.accounts.log_in()
+        return self
 
-    def _follow_launch(self, deployment: XinferenceDeployment, step: str) -> None:
-        uid = deployment.uid
+    def fresh(self) -> XinferenceView:
+        """The server as it will be when it starts (for a plan while it is not reachable)."""
+        return FreshXinference(accounts=self.context.config.xinference.auth)
 
-        def poll() -> tuple[bool, str, Any]:
-            instances = self.client.instances(uid)
-            status = str(instances[0].get("status", "")).upper() if instances else "GONE"
-            if status == "READY":
-                return True, "ready", status
-            if status in ("ERROR", "GONE", "TERMINATED"):
-                raise StepFailed(
-                    step,
-                    f"launch failed: {self._launch_error(uid) or status}",
-                    hint=f"see `difystack logs xinference`; the model is {deployment.field}",
-                )
-            try:
-                progress = self.client.progress(uid)
-            except HttpError:
-                progress = {}
-            fraction = float(progress.get("progress") or 0.0)
-            stage = progress.get("stage") or status.lower()
-            return False, f"{stage} {fraction:.0%}", (status, stage, round(fraction, 3))
+    def diff_all(self, view: XinferenceView) -> list[Action]:
+        actions = self.accounts.diff(view)
+        for deployment in self.deployments:
+            actions += diff(deployment, view)
+        return actions
 
-        self.follow(step, poll)
+    # -- apply ----------------------------------------------------------------------------------
 
-    def _launch_error(self, uid: str) -> str | None:
+    def deploy(self, deployment: XinferenceDeployment) -> str | None:
+        """The model's step of ``up``; when it was launched now, what proved that it answers."""
+        outcome = self.converge(deployment)
+        if not outcome.launched:
+            return None
+        verified = self.verify(deployment, outcome.description)
+        self.context.report(step_name(deployment), "ready", f"running, {verified}")
+        return verified
+
+    def converge(self, deployment: XinferenceDeployment) -> ModelOutcome:
+        step = step_name(deployment)
+        actions = diff(deployment, self)
+        if not actions:
+            self.context.report(step, "ready", "already running")
+            return ModelOutcome(False, self.running(deployment.uid) or {})
+        apply_actions(self.executors(), deployment, actions)
+        self.context.follow(step, LaunchWait(self, deployment))
+        description = self._describe(deployment, step)
+        self.context.report(step, "ready", "running")
+        return ModelOutcome(True, description)
+
+    def executors(self) -> Executors[XinferenceDeployment]:
+        return {
+            "relaunch": self._relaunch,
+            "wait": self._wait,
+            "register-custom": self._register_custom,
+            "error": self._refuse,
+            "launch": self._launch,
+        }
+
+    def _relaunch(self, deployment: XinferenceDeployment, action: Action) -> None:
+        self.context.report(step_name(deployment), "waiting", f"relaunching: {action.detail}")
+        self.client.terminate(deployment.uid)
+        self.context.log.add(Action("xinference", "terminate", deployment.uid, action.detail))
+        apply_actions(self.executors(), deployment, diff_missing(deployment, self))
+
+    def _wait(self, deployment: XinferenceDeployment, action: Action) -> None:
+        self.context.report(step_name(deployment), "waiting", action.detail)
+
+    def _register_custom(self, deployment: XinferenceDeployment, action: Action) -> None:
+        step = step_name(deployment)
+        self.context.report(step, "waiting", "registering custom model")
+        assert deployment.custom_spec is not None
+        try:
+            self.client.register(deployment.model_type, deployment.custom_spec, persist=True)
+        except HttpError as exc:
+            raise StepFailed(step, f"registering {deployment.name} failed: {exc.server_message}") from None
+        self.context.log.add(action)
+
+    def _refuse(self, deployment: XinferenceDeployment, action: Action) -> None:
+        raise StepFailed(
+            step_name(deployment), action.detail, hint=f"fix {deployment.field} in the stack file"
+        )
+
+    def _launch(self, deployment: XinferenceDeployment, action: Action) -> None:
+        step = step_name(deployment)
+        self.context.report(step, "waiting", f"launching {action.detail}")
+        try:
+            self.client.launch(deployment.launch, wait_ready=False)
+        except HttpError as exc:
+            raise StepFailed(step, f"launch refused: {exc.server_message}") from None
+        self.context.log.add(action)
+
+    def launch_error(self, uid: str) -> str | None:
         try:
             events = self.client.request("GET", f"/v1/models/{uid}/events").json()
         except HttpError:
@@ -242,6 +317,35 @@ class XinferencePart(ServerPart[XinferenceClient, XinferenceDeployment, Holdings
         except HttpError as exc:
             raise StepFailed(step, f"verification call failed: {exc.server_message}") from None
         return "described"
+
+
+class LaunchWait(WaitStrategy):
+    """A launch, for the waits runner: ready once the UID's instance is READY."""
+
+    def __init__(self, part: XinferencePart, deployment: XinferenceDeployment) -> None:
+        self.part = part
+        self.deployment = deployment
+
+    def probe(self) -> Probe:
+        client = self.part.client
+        uid = self.deployment.uid
+        instances = client.instances(uid)
+        status = str(instances[0].get("status", "")).upper() if instances else "GONE"
+        if status == "READY":
+            return Probe(True, "ready")
+        if status in ("ERROR", "GONE", "TERMINATED"):
+            raise StepFailed(
+                step_name(self.deployment),
+                f"launch failed: {self.part.launch_error(uid) or status}",
+                hint=f"see `difystack logs xinference`; the model is {self.deployment.field}",
+            )
+        try:
+            progress = client.progress(uid)
+        except HttpError:
+            progress = {}
+        fraction = float(progress.get("progress") or 0.0)
+        stage = progress.get("stage") or status.lower()
+        return Probe(False, f"{stage} {fraction:.0%}", marker=(status, stage, round(fraction, 3)))
 
 
 def _model_uri(deployment: XinferenceDeployment) -> str:
