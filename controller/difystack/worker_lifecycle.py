@@ -10,12 +10,13 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 
+from difystack.cluster_config import WorkerConfig
 from difystack.compose_runtime import ComposeProject, ServiceState
 from difystack.errors import DifystackError
 from difystack.preflight import check_engine, port_is_free, published_ports_of
 from difystack.progress import WaitView
 from difystack.render import write_project
-from difystack.waits import CachedStates, ContainerWait, WaitGroup, WaitTarget
+from difystack.waits import CachedStates, ContainerWait, HttpWait, WaitGroup, WaitStatus, WaitTarget
 from difystack.worker_join import WorkerJoinWait, listed_hosts
 from difystack.worker_project import WorkerPaths, render_worker, save_settings, supervisor_ip
 
@@ -37,23 +38,18 @@ class WorkerStatus:
         }
 
 
-def supervisor_internal_address(url: str) -> str:
-    """``GET /v1/address`` (public even with accounts on): what the worker will connect to."""
-    try:
-        response = httpx.get(f"{url}/v1/address", timeout=10.0)
-    except httpx.HTTPError as exc:
-        raise DifystackError(
-            f"--supervisor: no Xinference answers at {url} ({exc.__class__.__name__})",
-            hint="is the main stack up with xinference.join_address set, and is its Xinference port open "
-            "to this machine?",
-        ) from None
+def _supervisor_answer(response: httpx.Response) -> tuple[bool, str]:
+    """``GET /v1/address`` (public even with accounts on) names what the worker will connect to."""
     if response.status_code != 200:
-        raise DifystackError(f"--supervisor: {url}/v1/address answered HTTP {response.status_code}")
-    return str(response.json())
+        return False, f"HTTP {response.status_code}"
+    try:
+        return True, f"answers; its own address is {response.json()}"
+    except ValueError:
+        return False, "not an Xinference answer"
 
 
 class WorkerLifecycle:
-    def __init__(self, paths: WorkerPaths, worker: Any, out: Console, err: Console) -> None:
+    def __init__(self, paths: WorkerPaths, worker: WorkerConfig, out: Console, err: Console) -> None:
         self.paths = paths
         self.worker = worker
         self.out = out
@@ -68,9 +64,8 @@ class WorkerLifecycle:
 
     def up(self, timeout: float) -> WorkerStatus:
         worker = self.worker
-        internal = supervisor_internal_address(worker.supervisor)
         self.out.print(
-            f"[bold]Worker {escape(worker.name)}[/]: supervisor {escape(worker.supervisor)} ({internal})"
+            f"[bold]Worker {escape(worker.name)}[/]: joins the supervisor at {escape(worker.supervisor)}"
         )
         self.render()
         facts = check_engine(self.project.docker)
@@ -80,9 +75,27 @@ class WorkerLifecycle:
                 "the NVIDIA Container Toolkit or run with --cpu"
             )
         self._check_ports()
+        # The worker process asks the supervisor for its address once, at start: wait for it first.
+        answer = HttpWait(f"{worker.supervisor}/v1/address", _supervisor_answer)
+        failed = self._wait([WaitTarget(f"supervisor {worker.supervisor}", answer, timeout, timeout)])
+        if failed:
+            raise DifystackError(
+                f"--supervisor: no Xinference answers at {worker.supervisor} ({failed[0].detail})",
+                hint="is the main stack up with xinference.join_address set, and is its Xinference port "
+                "open to this machine?",
+            )
         self.out.print(f"  docker compose up -d in {escape(str(self.paths.project))}")
         self.project.up()
-        self._wait(timeout)
+        states = CachedStates(self.project.states)
+        join = WorkerJoinWait(worker.supervisor, worker.name, timeout)
+        failed = self._wait(
+            [
+                WaitTarget(SERVICE, ContainerWait(SERVICE, states), timeout, timeout),
+                WaitTarget(f"joined {worker.supervisor}", join, timeout, timeout),
+            ]
+        )
+        if failed:
+            self._report_not_joined()
         return self.status()
 
     def _check_ports(self) -> None:
@@ -99,21 +112,17 @@ class WorkerLifecycle:
                 hint="free them, or choose others with --worker-port / --model-ports",
             )
 
-    def _wait(self, timeout: float) -> None:
-        states = CachedStates(self.project.states)
-        join = WorkerJoinWait(self.worker.supervisor, self.worker.name, timeout)
-        targets = [
-            WaitTarget(SERVICE, ContainerWait(SERVICE, states), timeout, timeout),
-            WaitTarget(f"joined {self.worker.supervisor}", join, timeout, timeout),
-        ]
-        view = WaitView(self.out, f"Waiting for worker {self.worker.name} to join")
+    def _wait(self, targets: list[WaitTarget]) -> list[WaitStatus]:
+        """Wait for every target in one live view; returns those that did not become ready."""
+        view = WaitView(self.out, f"Worker {self.worker.name}")
         with view.live():
             results = WaitGroup(targets, on_update=view.update).run()
         failed = [status for status in results.values() if not status.ok and status.state != "cancelled"]
-        if not failed:
-            return
         for status in failed:
             self.err.print(f"\n[bold red]{escape(status.name)}[/] is not ready: {escape(status.detail)}")
+        return failed
+
+    def _report_not_joined(self) -> None:
         logs = self.project.logs(SERVICE, tail=LOG_LINES_ON_FAILURE).rstrip()
         self.err.print(f"  last {LOG_LINES_ON_FAILURE} log lines of {SERVICE}:")
         for line in logs.splitlines()[-LOG_LINES_ON_FAILURE:] or ["(no output)"]:
@@ -147,7 +156,8 @@ class WorkerLifecycle:
         return WorkerStatus(container, listed.get(self.worker.name), error)
 
     def down(self, volumes: bool) -> list[str]:
-        self.project.require_rendered()
+        if not self.project.rendered:
+            raise DifystackError(f"worker {self.worker.name} has no project in {self.paths.project}")
         doomed = self.project.volumes() if volumes else []
         self.project.down(volumes=volumes)
         return doomed

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Benchmark the distributed path: `difystack up` of a stack whose real Xinference 4.1.0 runs one
+local worker and expects one external worker, while `difystack worker up` (a compose project of its
+own, standing for a second host) starts at the same moment.
+
+Prints the time from `up` to "2 workers joined and one model per worker ready", and the share of
+it that is Xinference's own model load. Both come from Xinference: the joins from the supervisor's
+/status (polled), each model's readiness from its worker's log (the end of launch_builtin_model,
+timestamped by Docker), each model's load from the worker's own metric
+`xinference:model_last_load_duration_seconds` (its metrics exporter).
+
+Needs what bench_up.py needs plus the real Xinference image (built here, or reused). It prints
+figures; it asserts nothing. Usage: python bench/bench_workers.py [--base-image IMAGE]
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_up import BenchStack, build_standins, standin_parser
+
+from difystack.preflight import free_port
+from difystack.xinference_image import XinferenceImageBuilder, stack_snippet
+
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+LOAD_METRIC = re.compile(
+    r'^xinference:model_last_load_duration_seconds\{[^}]*model_name="([^"]+)"[^}]*\}\s+(\S+)', re.M
+)
+METRICS_AT = re.compile(r"Metrics server is started at: http://[^:]+:(\d+)")
+LAUNCH_DONE = re.compile(r"^(\S+) .*Leave launch_builtin_model, elapsed time", re.M)
+
+
+def host_gateway(base_image: str) -> str:
+    found = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--add-host",
+            "this-host:host-gateway",
+            base_image,
+            "python3",
+            "-c",
+            "import socket; print(socket.gethostbyname('this-host'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return found.stdout.strip()
+
+
+def docker_time(stamp: str) -> float:
+    """Docker's RFC 3339 log timestamp (nanoseconds) as a Unix time."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{whole}+00:00").timestamp() + float(f"0.{fraction or 0}")
+
+
+def launch_finished(container: str) -> list[float]:
+    logs = subprocess.run(["docker", "logs", "--timestamps", container], capture_output=True, text=True)
+    return [docker_time(stamp) for stamp in LAUNCH_DONE.findall(logs.stdout + logs.stderr)]
+
+
+def load_durations(container: str) -> dict[str, float]:
+    """The worker's own measure of each model's load, from its metrics exporter."""
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+    port = METRICS_AT.search(logs.stdout + logs.stderr)
+    if port is None:
+        return {}
+    code = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port[1]}/metrics').read().decode())"
+    metrics = subprocess.run(
+        ["docker", "exec", container, "python3", "-c", code], capture_output=True, text=True
+    )
+    return {name: float(value) for name, value in LOAD_METRIC.findall(metrics.stdout)}
+
+
+class JoinWatch(threading.Thread):
+    """Polls the supervisor's /status: when did it first list both workers?"""
+
+    def __init__(self, url: str, hosts: set[str]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.hosts = url, hosts
+        self.joined_at: float | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.25) and self.joined_at is None:
+            try:
+                workers = httpx.get(f"{self.url}/status", timeout=2).json().get("workers") or {}
+            except (httpx.HTTPError, ValueError):
+                continue
+            if self.hosts <= {str(address).rsplit(":", 1)[0] for address in workers}:
+                self.joined_at = time.time()
+
+
+def union_within(intervals: list[tuple[float, float]], low: float, high: float) -> float:
+    total, reach = 0.0, low
+    for start, end in sorted(intervals):
+        start, end = max(start, reach), min(end, high)
+        if end > start:
+            total += end - start
+            reach = end
+    return total
+
+
+def run(args: Any, root: Path) -> dict[str, Any]:
+    images = build_standins(args)
+    ca = CA_BUNDLE if CA_BUNDLE.is_file() else None
+    real = stack_snippet(
+        XinferenceImageBuilder(progress=lambda m: print(f"  {m}", file=sys.stderr)).build(
+            args.base_image, ca_bundle=ca
+        )
+    )
+    gateway = host_gateway(args.base_image)
+    name = f"bench-{secrets.token_hex(2)}"
+    models = {m["uid"]: dict(m) for m in real["xinference"]["models"]}
+    chat = next(uid for uid, model in models.items() if model.get("type", "llm") == "llm")
+    embedding = next(uid for uid, model in models.items() if model.get("type") == "embedding")
+    models[chat]["worker"], models[embedding]["worker"] = 1, name
+    xinference = {
+        "topology": "distributed",
+        "workers": 1,
+        "supervisor_port": free_port(),
+        "join_address": gateway,
+        "external_workers": [{"name": name, "address": gateway, "gpu": False}],
+        "models": list(models.values()),
+    }
+    stack = BenchStack(
+        root, {**images, **real["images"]}, {"xinference": xinference, "localai": {"enabled": False}}
+    )
+    supervisor = f"http://127.0.0.1:{stack.config['xinference']['port']}"
+    join = [
+        "worker",
+        "up",
+        "--supervisor",
+        f"{gateway}:{stack.config['xinference']['port']}",
+        "--name",
+        name,
+        "--address",
+        gateway,
+        "--cpu",
+        "--image",
+        real["images"]["xinference"],
+    ]
+    watch = JoinWatch(supervisor, {"xinference-worker-1", name})
+    worker_env = {**stack.env, "DIFYSTACK_HOME": str(stack.root / "second-host")}
+    try:
+        started = time.time()
+        watch.start()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "difystack", *join],
+            env=worker_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        up_time, _ = stack.cli("up", "--timeout", "900")
+        worker_out, _ = worker.communicate(timeout=900)
+        if worker.returncode != 0:
+            raise SystemExit(f"difystack worker up failed:\n{worker_out}")
+        watch.stop.set()
+        containers = {
+            chat: f"{stack.name}-xinference-worker-1-1",
+            embedding: f"difystack-worker-{name}-xinference-worker-1",
+        }
+        finished = {uid: max(launch_finished(c), default=float("nan")) for uid, c in containers.items()}
+        loads = {uid: load_durations(c).get(uid, float("nan")) for uid, c in containers.items()}
+        ready_at = max([watch.joined_at or float("nan"), *finished.values()])
+        intervals = [(finished[uid] - loads[uid], finished[uid]) for uid in containers]
+        return {
+            "up_s": up_time,
+            "joined_s": (watch.joined_at or float("nan")) - started,
+            "ready_s": ready_at - started,
+            "loads": loads,
+            "finished_s": {uid: at - started for uid, at in finished.items()},
+            "load_s": union_within(intervals, started, ready_at),
+        }
+    finally:
+        watch.stop.set()
+        subprocess.run(
+            [sys.executable, "-m", "difystack", "worker", "down", "--name", name, "--volumes", "--yes"],
+            env=worker_env,
+            capture_output=True,
+            check=False,
+        )
+        stack.destroy()
+
+
+def main() -> int:
+    args = standin_parser(__doc__).parse_args()
+    root = Path(tempfile.mkdtemp(prefix="difystack-bench-"))
+    try:
+        figures = run(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    ready = figures["ready_s"]
+    print(f"\nup -> 2 workers joined and one model per worker ready: {ready:.1f}s")
+    print(f"  both workers listed by the supervisor after {figures['joined_s']:.1f}s")
+    for uid, load in figures["loads"].items():
+        print(f"  {uid}: ready after {figures['finished_s'][uid]:.1f}s; Xinference's own load {load:.2f}s")
+    share = figures["load_s"] / ready if ready else float("nan")
+    print(f"  Xinference's own model load: {figures['load_s']:.2f}s of it ({share:.0%}; the loads overlap)")
+    print(f"  the whole `difystack up` (registration in Dify included): {figures['up_s']:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
