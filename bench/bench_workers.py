@@ -116,16 +116,17 @@ def union_within(intervals: list[tuple[float, float]], low: float, high: float) 
     return total
 
 
-def run(args: Any, root: Path) -> dict[str, Any]:
-    images = build_standins(args)
+def real_xinference(base_image: str) -> dict[str, Any]:
     ca = CA_BUNDLE if CA_BUNDLE.is_file() else None
-    real = stack_snippet(
-        XinferenceImageBuilder(progress=lambda m: print(f"  {m}", file=sys.stderr)).build(
-            args.base_image, ca_bundle=ca
-        )
-    )
-    gateway = host_gateway(args.base_image)
-    name = f"bench-{secrets.token_hex(2)}"
+    builder = XinferenceImageBuilder(progress=lambda m: print(f"  {m}", file=sys.stderr))
+    return stack_snippet(builder.build(base_image, ca_bundle=ca))
+
+
+def cluster_stack(
+    root: Path, images: dict[str, str], real: dict[str, Any], gateway: str, name: str
+) -> tuple[BenchStack, dict[str, str]]:
+    """The stack (chat model on its local worker, embedding model on worker ``name``) and, per
+    model, the container of the worker that loads it."""
     models = {m["uid"]: dict(m) for m in real["xinference"]["models"]}
     chat = next(uid for uid, model in models.items() if model.get("type", "llm") == "llm")
     embedding = next(uid for uid, model in models.items() if model.get("type") == "embedding")
@@ -138,31 +139,50 @@ def run(args: Any, root: Path) -> dict[str, Any]:
         "external_workers": [{"name": name, "address": gateway, "gpu": False}],
         "models": list(models.values()),
     }
-    stack = BenchStack(
-        root, {**images, **real["images"]}, {"xinference": xinference, "localai": {"enabled": False}}
-    )
-    supervisor = f"http://127.0.0.1:{stack.config['xinference']['port']}"
-    join = [
-        "worker",
-        "up",
-        "--supervisor",
-        f"{gateway}:{stack.config['xinference']['port']}",
-        "--name",
-        name,
-        "--address",
-        gateway,
-        "--cpu",
-        "--image",
-        real["images"]["xinference"],
-    ]
-    watch = JoinWatch(supervisor, {"xinference-worker-1", name})
-    worker_env = {**stack.env, "DIFYSTACK_HOME": str(stack.root / "second-host")}
+    extra = {"xinference": xinference, "localai": {"enabled": False}}
+    stack = BenchStack(root, {**images, **real["images"]}, extra)
+    containers = {
+        chat: f"{stack.name}-xinference-worker-1-1",
+        embedding: f"difystack-worker-{name}-xinference-worker-1",
+    }
+    return stack, containers
+
+
+def figures(started: float, joined_at: float | None, containers: dict[str, str]) -> dict[str, Any]:
+    finished = {uid: max(launch_finished(container), default=None) for uid, container in containers.items()}
+    if joined_at is None or None in finished.values():
+        raise SystemExit(f"no complete measurement: joined at {joined_at}, launches finished {finished}")
+    done = {uid: float(at) for uid, at in finished.items() if at is not None}
+    loads = {uid: load_durations(container).get(uid, float("nan")) for uid, container in containers.items()}
+    ready_at = max(joined_at, *done.values())
+    intervals = [(done[uid] - loads[uid], done[uid]) for uid in containers]
+    return {
+        "joined_s": joined_at - started,
+        "ready_s": ready_at - started,
+        "loads": loads,
+        "finished_s": {uid: at - started for uid, at in done.items()},
+        "load_s": union_within(intervals, started, ready_at),
+    }
+
+
+def run(args: Any, root: Path) -> dict[str, Any]:
+    images = build_standins(args)
+    real = real_xinference(args.base_image)
+    gateway = host_gateway(args.base_image)
+    name = f"bench-{secrets.token_hex(2)}"
+    stack, containers = cluster_stack(root, images, real, gateway, name)
+    port = stack.config["xinference"]["port"]
+    join = ["--supervisor", f"{gateway}:{port}", "--name", name, "--address", gateway, "--cpu"]
+    join += ["--image", real["images"]["xinference"]]
+    watch = JoinWatch(f"http://127.0.0.1:{port}", {"xinference-worker-1", name})
+    second_host = {**stack.env, "DIFYSTACK_HOME": str(stack.root / "second-host")}
+    difystack = [sys.executable, "-m", "difystack"]
     try:
         started = time.time()
         watch.start()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "difystack", *join],
-            env=worker_env,
+            [*difystack, "worker", "up", *join],
+            env=second_host,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -171,31 +191,11 @@ def run(args: Any, root: Path) -> dict[str, Any]:
         worker_out, _ = worker.communicate(timeout=900)
         if worker.returncode != 0:
             raise SystemExit(f"difystack worker up failed:\n{worker_out}")
-        watch.stop.set()
-        containers = {
-            chat: f"{stack.name}-xinference-worker-1-1",
-            embedding: f"difystack-worker-{name}-xinference-worker-1",
-        }
-        finished = {uid: max(launch_finished(c), default=float("nan")) for uid, c in containers.items()}
-        loads = {uid: load_durations(c).get(uid, float("nan")) for uid, c in containers.items()}
-        ready_at = max([watch.joined_at or float("nan"), *finished.values()])
-        intervals = [(finished[uid] - loads[uid], finished[uid]) for uid in containers]
-        return {
-            "up_s": up_time,
-            "joined_s": (watch.joined_at or float("nan")) - started,
-            "ready_s": ready_at - started,
-            "loads": loads,
-            "finished_s": {uid: at - started for uid, at in finished.items()},
-            "load_s": union_within(intervals, started, ready_at),
-        }
+        return {"up_s": up_time, **figures(started, watch.joined_at, containers)}
     finally:
         watch.stop.set()
-        subprocess.run(
-            [sys.executable, "-m", "difystack", "worker", "down", "--name", name, "--volumes", "--yes"],
-            env=worker_env,
-            capture_output=True,
-            check=False,
-        )
+        down = [*difystack, "worker", "down", "--name", name, "--volumes", "--yes"]
+        subprocess.run(down, env=second_host, capture_output=True, check=False)
         stack.destroy()
 
 
