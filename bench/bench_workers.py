@@ -40,7 +40,8 @@ LOAD_METRIC = re.compile(
     r'^xinference:model_last_load_duration_seconds\{[^}]*model_name="([^"]+)"[^}]*\}\s+(\S+)', re.M
 )
 METRICS_AT = re.compile(r"Metrics server is started at: http://[^:]+:(\d+)")
-LAUNCH_DONE = re.compile(r"^(\S+) .*Leave launch_builtin_model, elapsed time", re.M)
+# Each worker logs the end of a launch with the replica's uid (`<model uid>-rep<n>`).
+LAUNCH_DONE = re.compile(r"^(\S+) .*Launch finished: model_name=\S+, model_uid=(\S+)-rep\d+", re.M)
 
 
 def host_gateway(base_image: str) -> str:
@@ -69,13 +70,17 @@ def docker_time(stamp: str) -> float:
     return datetime.fromisoformat(f"{whole}+00:00").timestamp() + float(f"0.{fraction or 0}")
 
 
-def launch_finished(container: str) -> list[float]:
+def launch_finished(container: str, uid: str) -> float | None:
+    """When the worker last finished launching ``uid`` (Docker's timestamp of its log line)."""
     logs = subprocess.run(["docker", "logs", "--timestamps", container], capture_output=True, text=True)
-    return [docker_time(stamp) for stamp in LAUNCH_DONE.findall(logs.stdout + logs.stderr)]
+    found = [
+        docker_time(stamp) for stamp, done in LAUNCH_DONE.findall(logs.stdout + logs.stderr) if done == uid
+    ]
+    return max(found, default=None)
 
 
 def load_durations(container: str) -> dict[str, float]:
-    """The worker's own measure of each model's load, from its metrics exporter."""
+    """The worker's own measure of each model's load (by model name), from its metrics exporter."""
     logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
     port = METRICS_AT.search(logs.stdout + logs.stderr)
     if port is None:
@@ -124,9 +129,9 @@ def real_xinference(base_image: str) -> dict[str, Any]:
 
 def cluster_stack(
     root: Path, images: dict[str, str], real: dict[str, Any], gateway: str, name: str
-) -> tuple[BenchStack, dict[str, str]]:
+) -> tuple[BenchStack, dict[str, tuple[str, str]]]:
     """The stack (chat model on its local worker, embedding model on worker ``name``) and, per
-    model, the container of the worker that loads it."""
+    model uid, its model name and the container of the worker that loads it."""
     models = {m["uid"]: dict(m) for m in real["xinference"]["models"]}
     chat = next(uid for uid, model in models.items() if model.get("type", "llm") == "llm")
     embedding = next(uid for uid, model in models.items() if model.get("type") == "embedding")
@@ -142,20 +147,22 @@ def cluster_stack(
     extra = {"xinference": xinference, "localai": {"enabled": False}}
     stack = BenchStack(root, {**images, **real["images"]}, extra)
     containers = {
-        chat: f"{stack.name}-xinference-worker-1-1",
-        embedding: f"difystack-worker-{name}-xinference-worker-1",
+        chat: (models[chat]["name"], f"{stack.name}-xinference-worker-1-1"),
+        embedding: (models[embedding]["name"], f"difystack-worker-{name}-xinference-worker-1"),
     }
     return stack, containers
 
 
-def figures(started: float, joined_at: float | None, containers: dict[str, str]) -> dict[str, Any]:
-    finished = {uid: max(launch_finished(container), default=None) for uid, container in containers.items()}
-    if joined_at is None or None in finished.values():
+def figures(started: float, joined_at: float | None, models: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    finished = {uid: launch_finished(container, uid) for uid, (_, container) in models.items()}
+    done = {uid: at for uid, at in finished.items() if at is not None}
+    if joined_at is None or len(done) != len(models):
         raise SystemExit(f"no complete measurement: joined at {joined_at}, launches finished {finished}")
-    done = {uid: float(at) for uid, at in finished.items() if at is not None}
-    loads = {uid: load_durations(container).get(uid, float("nan")) for uid, container in containers.items()}
+    loads = {
+        uid: load_durations(container).get(name, float("nan")) for uid, (name, container) in models.items()
+    }
     ready_at = max(joined_at, *done.values())
-    intervals = [(done[uid] - loads[uid], done[uid]) for uid in containers]
+    intervals = [(done[uid] - loads[uid], done[uid]) for uid in models]
     return {
         "joined_s": joined_at - started,
         "ready_s": ready_at - started,

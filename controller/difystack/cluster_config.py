@@ -181,12 +181,18 @@ class WorkerConfig(_Strict):
     @model_validator(mode="after")
     def _no_overlap(self) -> WorkerConfig:
         low, high = self.model_port_range
-        if low <= self.worker_port <= high:
+        if low <= self.worker_port <= high or low <= self.metrics_port <= high or self.metrics_port > 65535:
             raise ValueError(
-                f"worker_port: {self.worker_port} lies inside model_ports {self.model_ports}; "
-                "the model processes would compete for it"
+                f"worker_port: {self.worker_port} and the metrics port after it must lie outside "
+                f"model_ports {self.model_ports}; the model processes would compete for them"
             )
         return self
+
+    @property
+    def metrics_port(self) -> int:
+        """The worker's Prometheus exporter (in the container only; left to chance, Xinference
+        would take it from the model ports)."""
+        return self.worker_port + 1
 
     @property
     def model_port_range(self) -> tuple[int, int]:

@@ -131,6 +131,8 @@ def render_worker(
         worker.name,
         "--worker-port",
         str(worker.worker_port),
+        "--metrics-exporter-port",
+        str(worker.metrics_port),
     ]
     context = {
         "difystack_version": __version__,

@@ -38,6 +38,8 @@ def test_the_worker_registers_by_name_and_publishes_exactly_what_the_supervisor_
         "gpu-box",
         "--worker-port",
         "30001",
+        "--metrics-exporter-port",  # else it would take one of the model ports
+        "30002",
     ]
     published = sorted((p["host_ip"], p["published"], p["target"]) for p in service["ports"])
     model_ports = [("192.168.1.20", str(port), port) for port in range(30100, 30132)]
@@ -71,7 +73,8 @@ def test_gpu_by_default_cpu_on_request(tmp_path: Path) -> None:
         ({"address": "0.0.0.0"}, "--address: '0.0.0.0' cannot be reached from another machine"),
         ({"model_ports": "30100-30101"}, "--model-ports: '30100-30101': give at least 4 ports"),
         ({"model_ports": "9-30101"}, "--model-ports: '9-30101': give FIRST-LAST with 1024"),
-        ({"worker_port": 30105}, "--worker-port: 30105 lies inside model_ports 30100-30131"),
+        ({"worker_port": 30105}, "--worker-port: 30105 and the metrics port after it must lie outside"),
+        ({"worker_port": 30099}, "--worker-port: 30099 and the metrics port after it must lie outside"),
     ],
 )
 def test_bad_settings_name_the_option(settings: dict[str, Any], message: str) -> None:
@@ -102,7 +105,8 @@ def test_render_writes_the_project_and_remembers_the_settings(tmp_path: Path) ->
     assert again.returncode == 0, again.stderr
     compose = yaml.safe_load((state / "project" / "docker-compose.yml").read_text())
     service = compose["services"]["xinference-worker"]
-    assert service["command"][-1] == "31010" and "deploy" not in service
+    assert service["command"][-3:] == ["31010", "--metrics-exporter-port", "31011"]
+    assert "deploy" not in service
     elsewhere = run_cli(
         "worker", "render", "--name", "gpu-box", "--out", str(tmp_path / "x"), home=home, cwd=tmp_path
     )
