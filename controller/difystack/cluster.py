@@ -88,9 +88,10 @@ def join_hints(config: StackConfig, failed_rows: Iterable[str]) -> str | None:
     ]
     if not hints:
         return None
-    return "; ".join(hints) + (
-        " -- if it runs there already, the supervisor cannot reach it back: `difystack worker status` "
-        "there shows its ports, which must be open to this machine"
+    return (
+        "; ".join(hints) + ", then `difystack up` again (if the worker runs there already, the supervisor "
+        "cannot reach it back: its ports, which `difystack worker status` shows there, must be open to "
+        "this machine)"
     )
 
 

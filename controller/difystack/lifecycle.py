@@ -296,12 +296,10 @@ class Lifecycle:
             if hint:
                 self.err.print(f"  hint: {escape(hint)}")
         names = ", ".join(s.name for s in failed)
-        join = join_hints(self.stack.config, [s.name for s in failed])
         raise DifystackError(
             f"not ready: {names}",
-            hint=f"{join}; then run `difystack up` again"
-            if join
-            else "fix the cause and run `difystack up` again; running services are kept",
+            hint=join_hints(self.stack.config, [s.name for s in failed])
+            or "fix the cause and run `difystack up` again; running services are kept",
         )
 
     # -- reporting ------------------------------------------------------------------------------
