@@ -77,7 +77,8 @@ class WorkerLifecycle:
         self._check_ports()
         # The worker process asks the supervisor for its address once, at start: wait for it first.
         answer = HttpWait(f"{worker.supervisor}/v1/address", _supervisor_answer)
-        failed = self._wait([WaitTarget(f"supervisor {worker.supervisor}", answer, timeout, timeout)])
+        supervisor = WaitTarget(f"supervisor {worker.supervisor}", answer, timeout, timeout)
+        failed = self._wait("Waiting for the supervisor", [supervisor])
         if failed:
             raise DifystackError(
                 f"--supervisor: no Xinference answers at {worker.supervisor} ({failed[0].detail})",
@@ -89,10 +90,11 @@ class WorkerLifecycle:
         states = CachedStates(self.project.states)
         join = WorkerJoinWait(worker.supervisor, worker.name, timeout)
         failed = self._wait(
+            f"Waiting for worker {worker.name} to join",
             [
                 WaitTarget(SERVICE, ContainerWait(SERVICE, states), timeout, timeout),
                 WaitTarget(f"joined {worker.supervisor}", join, timeout, timeout),
-            ]
+            ],
         )
         if failed:
             self._report_not_joined()
@@ -112,9 +114,9 @@ class WorkerLifecycle:
                 hint="free them, or choose others with --worker-port / --model-ports",
             )
 
-    def _wait(self, targets: list[WaitTarget]) -> list[WaitStatus]:
+    def _wait(self, title: str, targets: list[WaitTarget]) -> list[WaitStatus]:
         """Wait for every target in one live view; returns those that did not become ready."""
-        view = WaitView(self.out, f"Worker {self.worker.name}")
+        view = WaitView(self.out, title)
         with view.live():
             results = WaitGroup(targets, on_update=view.update).run()
         failed = [status for status in results.values() if not status.ok and status.state != "cancelled"]
