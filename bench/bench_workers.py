@@ -41,7 +41,7 @@ LOAD_METRIC = re.compile(
 )
 METRICS_AT = re.compile(r"Metrics server is started at: http://[^:]+:(\d+)")
 # Each worker logs the end of a launch with the replica's uid (`<model uid>-rep<n>`).
-LAUNCH_DONE = re.compile(r"^(\S+) .*Launch finished: model_name=\S+, model_uid=(\S+)-rep\d+", re.M)
+LAUNCH_LOG = re.compile(r"^(\S+) .*Launch (started|finished): model_name=\S+, model_uid=(\S+)-rep\d+", re.M)
 
 
 def host_gateway(base_image: str) -> str:
@@ -70,13 +70,14 @@ def docker_time(stamp: str) -> float:
     return datetime.fromisoformat(f"{whole}+00:00").timestamp() + float(f"0.{fraction or 0}")
 
 
-def launch_finished(container: str, uid: str) -> float | None:
-    """When the worker last finished launching ``uid`` (Docker's timestamp of its log line)."""
+def launch_times(container: str, uid: str) -> dict[str, float]:
+    """When the worker last started and finished launching ``uid`` (Docker's log timestamps)."""
     logs = subprocess.run(["docker", "logs", "--timestamps", container], capture_output=True, text=True)
-    found = [
-        docker_time(stamp) for stamp, done in LAUNCH_DONE.findall(logs.stdout + logs.stderr) if done == uid
-    ]
-    return max(found, default=None)
+    times: dict[str, float] = {}
+    for stamp, event, launched in LAUNCH_LOG.findall(logs.stdout + logs.stderr):
+        if launched == uid:
+            times[event] = docker_time(stamp)
+    return times
 
 
 def load_durations(container: str) -> dict[str, float]:
@@ -154,10 +155,10 @@ def cluster_stack(
 
 
 def figures(started: float, joined_at: float | None, models: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    finished = {uid: launch_finished(container, uid) for uid, (_, container) in models.items()}
-    done = {uid: at for uid, at in finished.items() if at is not None}
+    launches = {uid: launch_times(container, uid) for uid, (_, container) in models.items()}
+    done = {uid: times["finished"] for uid, times in launches.items() if "finished" in times}
     if joined_at is None or len(done) != len(models):
-        raise SystemExit(f"no complete measurement: joined at {joined_at}, launches finished {finished}")
+        raise SystemExit(f"no complete measurement: joined at {joined_at}, launches {launches}")
     loads = {
         uid: load_durations(container).get(name, float("nan")) for uid, (name, container) in models.items()
     }
@@ -168,6 +169,7 @@ def figures(started: float, joined_at: float | None, models: dict[str, tuple[str
         "ready_s": ready_at - started,
         "loads": loads,
         "finished_s": {uid: at - started for uid, at in done.items()},
+        "launch_s": {uid: done[uid] - launches[uid].get("started", float("nan")) for uid in models},
         "load_s": union_within(intervals, started, ready_at),
     }
 
@@ -217,7 +219,10 @@ def main() -> int:
     print(f"\nup -> 2 workers joined and one model per worker ready: {ready:.1f}s")
     print(f"  both workers listed by the supervisor after {figures['joined_s']:.1f}s")
     for uid, load in figures["loads"].items():
-        print(f"  {uid}: ready after {figures['finished_s'][uid]:.1f}s; Xinference's own load {load:.2f}s")
+        print(
+            f"  {uid}: ready after {figures['finished_s'][uid]:.1f}s; its launch on the worker took "
+            f"{figures['launch_s'][uid]:.1f}s, of which Xinference's own load {load:.2f}s"
+        )
     share = figures["load_s"] / ready if ready else float("nan")
     print(f"  Xinference's own model load: {figures['load_s']:.2f}s of it ({share:.0%}; the loads overlap)")
     print(f"  the whole `difystack up` (registration in Dify included): {figures['up_s']:.1f}s")
