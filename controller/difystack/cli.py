@@ -356,8 +356,9 @@ def _standin_base(base_image: str | None) -> str:
 def _add_model_commands() -> None:
     from difystack.commands.models import models, plan, register
     from difystack.commands.verify import verify
+    from difystack.commands.worker import worker
 
-    for command in (plan, models, register, verify):
+    for command in (plan, models, register, verify, worker):
         cli.add_command(command)
 
 

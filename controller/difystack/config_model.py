@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from difystack.cluster_config import ExternalWorker, check_cluster, check_host_address, check_placement
 from difystack.registration import Registration
 
 STACK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -137,11 +138,20 @@ class XinferenceModel(Strict):
     dimensions: int | None = Field(default=None, description="Expected embedding size, checked after deploy.")
     invoke_timeout: int = Field(default=60, ge=1)
     max_retries: int = Field(default=3, ge=0)
-    worker: int | None = Field(
+    worker: int | str | None = Field(
         default=None,
-        ge=1,
-        description="Distributed topology: launch on the stack's worker N (xinference-worker-N).",
+        description="Distributed topology: launch on the stack's worker N (xinference-worker-N), or on "
+        "the external worker of that name.",
     )
+
+    @field_validator("worker")
+    @classmethod
+    def _worker_number(cls, worker: int | str | None) -> int | str | None:
+        if isinstance(worker, int) and worker < 1:
+            raise ValueError(
+                f"{worker}: a worker number must be greater than or equal to 1 (xinference-worker-N)"
+            )
+        return worker
 
     @field_validator("size", mode="before")
     @classmethod
@@ -185,6 +195,11 @@ def worker_host(index: int) -> str:
     return f"xinference-worker-{index}"
 
 
+def placement_host(worker: int | str | None) -> str | None:
+    """The host part of the address of the worker a model is pinned to (None: any worker)."""
+    return worker_host(worker) if isinstance(worker, int) else worker
+
+
 class XinferenceConfig(Strict):
     enabled: bool = True
     version: str = "v4.1.0"
@@ -192,6 +207,17 @@ class XinferenceConfig(Strict):
     external: ExternalServer | None = None
     topology: Literal["single", "distributed"] = "single"
     workers: int = Field(default=1, ge=1, le=16)
+    supervisor_port: int = Field(
+        default=9999, ge=1024, le=65535, description="The supervisor's own (xoscar) port, for workers."
+    )
+    join_address: str | None = Field(
+        default=None,
+        description="This machine's address that workers on other machines join at: Xinference's port "
+        "and supervisor_port are published on it (the supervisor port has no authentication).",
+    )
+    external_workers: list[ExternalWorker] = Field(
+        default_factory=list, description="Workers on other machines that must join (`difystack worker`)."
+    )
     model_src: Literal["huggingface", "modelscope", "auto"] = "huggingface"
     hf_endpoint: str | None = None
     auth: bool = Field(default=False, description="Turn on Xinference's own accounts and API keys.")
@@ -203,15 +229,29 @@ class XinferenceConfig(Strict):
     shm_size: str = "8gb"
     models: list[XinferenceModel] = Field(default_factory=list)
 
+    @field_validator("join_address")
+    @classmethod
+    def _reachable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_host_address(value, "this machine's address on the network the workers are on")
+
     @model_validator(mode="after")
     def _exposed_needs_accounts(self) -> XinferenceConfig:
-        if self.expose and not self.auth:
+        fix = "expose off" if self.expose else "unset join_address"
+        if (self.expose or self.join_address) and not self.auth:
             if "auth" in self.model_fields_set:
+                published_by = "xinference.expose" if self.expose else "xinference.join_address"
                 raise ValueError(
-                    "auth: off, but xinference.expose publishes Xinference beyond this machine; "
-                    "turn auth on or expose off"
+                    f"auth: off, but {published_by} publishes Xinference beyond this machine; "
+                    f"turn auth on or {fix}"
                 )
             self.auth = True
+        return self
+
+    @model_validator(mode="after")
+    def _cluster(self) -> XinferenceConfig:
+        check_cluster(self)
         return self
 
     @model_validator(mode="after")
@@ -224,11 +264,7 @@ class XinferenceConfig(Strict):
                 raise ValueError(
                     f"models[{index}].worker: placing a model on a worker needs `topology: distributed`"
                 )
-            if model.worker > self.workers:
-                raise ValueError(
-                    f"models[{index}].worker: {model.worker} names no worker; this stack has "
-                    f"{self.workers} (xinference-worker-1..{self.workers})"
-                )
+            check_placement(self, index, model)
         return self
 
 
@@ -509,6 +545,8 @@ class StackConfig(Strict):
             cfg = getattr(self, part)
             if cfg.enabled and cfg.external is None:
                 ports[f"{part}.port"] = cfg.port
+        if self.xinference.enabled and self.xinference.external is None and self.xinference.join_address:
+            ports["xinference.supervisor_port"] = self.xinference.supervisor_port
         return ports
 
     def registered_models(self) -> list[Registration]:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from difystack.clients.http import CallJournal
+from difystack.cluster import external_rows, join_hints
 from difystack.compose_runtime import ComposeProject, ServiceState
 from difystack.config_model import StackConfig
 from difystack.endpoints import stack_endpoints
@@ -48,9 +49,10 @@ GATE_REQUIREMENTS = {
 
 def gate_requirements(config: StackConfig) -> dict[str, set[str]]:
     """GATE_REQUIREMENTS for this stack: a distributed Xinference also needs every worker's
-    container healthy (a restarted worker has rejoined the supervisor before models deploy)."""
+    container healthy (a restarted worker has rejoined the supervisor before models deploy) and
+    every external worker joined."""
     requirements = {name: set(needed) for name, needed in GATE_REQUIREMENTS.items()}
-    requirements[XINFERENCE_READY] |= set(expected_workers(config))
+    requirements[XINFERENCE_READY] |= set(expected_workers(config)) | set(external_rows(config))
     return requirements
 
 
@@ -311,7 +313,8 @@ class Lifecycle:
         names = ", ".join(s.name for s in failed)
         raise DifystackError(
             f"not ready: {names}",
-            hint="fix the cause and run `difystack up` again; running services are kept",
+            hint=join_hints(self.stack.config, [s.name for s in failed])
+            or "fix the cause and run `difystack up` again; running services are kept",
         )
 
     # -- reporting ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
+from difystack.cluster import cluster_warnings
 from difystack.compose_runtime import ServiceState, engine_error
 from difystack.config_model import StackConfig
 from difystack.errors import DifystackError, EngineError
@@ -187,9 +188,8 @@ def run_preflight(
     check_gpu_driver(config, gpu, cuda_driver)
     facts = check_engine(docker)
     check_ports(config, own_ports, probe, container_on_port(docker))
-    return PreflightReport(
-        facts.version, facts.compose, check_disk(facts.root_dir) + hardware_warnings(config, gpu, facts)
-    )
+    warnings = check_disk(facts.root_dir) + hardware_warnings(config, gpu, facts) + cluster_warnings(config)
+    return PreflightReport(facts.version, facts.compose, warnings)
 
 
 def published_ports_of(states: Iterable[ServiceState]) -> set[int]:

@@ -11,6 +11,7 @@ from difystack.compose_runtime import ServiceState
 from difystack.config_model import StackConfig, worker_host
 from difystack.endpoints import stack_endpoints
 from difystack.waits import ContainerWait, HttpWait, WaitTarget
+from difystack.worker_join import external_worker_targets, listed_hosts
 
 DIFY_ENDPOINT = "dify console"
 XINFERENCE_ENDPOINT = "xinference /status"
@@ -54,7 +55,7 @@ def xinference_status(expected: list[str]) -> Callable[[httpx.Response], tuple[b
             return False, "unexpected /status answer"
         if not workers:
             return False, "up, no worker registered yet"
-        joined = {str(address).rsplit(":", 1)[0] for address in workers}
+        joined = listed_hosts({"workers": workers})
         missing = [host for host in expected if host not in joined]
         if missing:
             return False, f"{len(expected) - len(missing)}/{len(expected)} workers joined; waiting for " + (
@@ -81,6 +82,9 @@ def endpoint_targets(config: StackConfig, timeouts: Timeouts) -> list[WaitTarget
             XINFERENCE_ENDPOINT,
             f"{endpoints.xinference.from_host}/status",
             xinference_status(expected_workers(config)),
+        )
+        targets += external_worker_targets(
+            config, endpoints.xinference.from_host, timeouts.total, timeouts.poll
         )
     if endpoints.localai:
         target(LOCALAI_ENDPOINT, f"{endpoints.localai.from_host}/readyz", None)

@@ -19,6 +19,7 @@ import jinja2
 import yaml
 
 from difystack import __version__
+from difystack.cluster import supervisor_extra_hosts, supervisor_join_ports
 from difystack.config_model import StackConfig
 from difystack.errors import DifystackError
 from difystack.images import resolve_images
@@ -103,6 +104,8 @@ def build_context(
         "ssrf_allowed_domains": domains,
         "ssrf_allowed_ips": ips,
         "xinference_mounts": mounts,
+        "xinference_join_ports": supervisor_join_ports(config),
+        "xinference_worker_hosts": supervisor_extra_hosts(config),
         "localai_model_files": [f"{m.name}.yaml" for m in config.localai.models if m.config is not None]
         if localai_local
         else [],

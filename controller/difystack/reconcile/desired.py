@@ -15,7 +15,7 @@ from difystack.config_model import (
     LocalAIModel,
     StackConfig,
     XinferenceModel,
-    worker_host,
+    placement_host,
 )
 from difystack.model_paths import xinference_model_uri
 from difystack.registration import Registration
@@ -95,7 +95,7 @@ def xinference_deployment(model: XinferenceModel, index: int, config_dir: Path) 
     ):
         if value is not None:
             launch[key] = value
-    worker = worker_host(model.worker) if model.worker is not None else None
+    worker = placement_host(model.worker)
     if worker is not None:
         # Xinference's launch places the model on the worker whose address has this host part.
         launch["worker_ip"] = worker
